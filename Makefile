@@ -1,0 +1,133 @@
+# MetaStore build. `make` builds bin/metastore; `make test` installs what is
+# missing, builds and runs every test. Out-of-tree builds: BUILD=dir BIN=dir.
+
+BUILD ?= build
+BIN   ?= bin
+CC    ?= cc
+SAN   ?=
+
+WARN   := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+          -Wno-unused-parameter -Wno-missing-field-initializers -Wvla
+ifeq ($(CI),true)
+WARN   += -Werror
+endif
+OPT    ?= -O2
+CFLAGS ?= $(OPT) -g
+CFLAGS += -std=gnu11 -pthread -fno-strict-aliasing $(WARN) -I. -I$(BUILD)/gen
+ifneq ($(SAN),)
+CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=$(SAN)
+endif
+LIBS   := -lrocksdb -lprotobuf-c -lnghttp2 -levent_openssl -levent_pthreads -levent \
+          -lck -lhttp_parser -lyaml -lssl -lcrypto -lpthread -lm
+
+# ---- generated protobuf code (never committed) ----
+PROTOS    := $(wildcard proto/*.proto)
+PROTO_C   := $(patsubst proto/%.proto,$(BUILD)/gen/%.pb-c.c,$(PROTOS))
+PROTO_H   := $(PROTO_C:.c=.h)
+
+$(BUILD)/gen/%.pb-c.c $(BUILD)/gen/%.pb-c.h: proto/%.proto
+	@mkdir -p $(BUILD)/gen
+	protoc-c -Iproto --c_out=$(BUILD)/gen $<
+
+# ---- the library every binary and test links: all modules but main ----
+MODULES := common engine api raft lease watch server
+LIB_SRC := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
+LIB_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
+LIB     := $(BUILD)/libmetastore.a
+
+$(BUILD)/%.o: %.c | $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/gen/%.pb-c.o: $(BUILD)/gen/%.pb-c.c | $(PROTO_H)
+	$(CC) $(CFLAGS) -w -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# ---- binaries ----
+CMD_OBJ     := $(patsubst %.c,$(BUILD)/%.o,$(wildcard cmd/*.c))
+MIGRATE_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/migrate/*.c))
+BENCH_SRC   := $(wildcard bench/*.c)
+BENCH_BINS  := $(patsubst bench/%.c,$(BIN)/%,$(BENCH_SRC))
+
+all: $(BIN)/metastore $(if $(MIGRATE_OBJ),$(BIN)/metastore-migrate)
+
+$(BIN)/metastore: $(CMD_OBJ) $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $(CMD_OBJ) $(LIB) $(LIBS)
+
+$(BIN)/metastore-migrate: $(MIGRATE_OBJ) $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $(MIGRATE_OBJ) $(LIB) $(LIBS)
+
+$(BIN)/%: $(BUILD)/bench/%.o $(LIB)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LIBS)
+
+# ---- unit tests: tests/unit/test_*.c, one binary each, cmocka ----
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LIBS) -lcmocka
+
+deps:
+	@sh tools/deps.sh
+
+build-tests: $(UNIT_BINS)
+
+# `make test`: every unit test binary, then the integration tests.
+test: deps
+	@$(MAKE) --no-print-directory all build-tests
+	@sh tests/run.sh unit $(UNIT_BINS)
+	@sh tests/run.sh integration
+
+test-unit: all build-tests
+	@sh tests/run.sh unit $(UNIT_BINS)
+
+test-integration: all
+	@sh tests/run.sh integration
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@mkdir -p data
+	./$(BIN)/metastore --name default --data-dir data/default.metastore \
+	  --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+	  --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+	  --initial-cluster default=http://127.0.0.1:2380
+
+# ---- developer targets ----
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/bin SAN=address,undefined OPT=-O1 test-unit
+
+ubsan: deps
+	@$(MAKE) --no-print-directory BUILD=build-ubsan BIN=build-ubsan/bin SAN=undefined OPT=-O1 test-unit
+
+tsan: deps
+	@$(MAKE) --no-print-directory BUILD=build-tsan BIN=build-tsan/bin SAN=thread OPT=-O1 test-unit
+
+valgrind: all build-tests
+	@VALGRIND=1 sh tests/run.sh unit $(UNIT_BINS)
+
+bench: deps
+	@$(MAKE) --no-print-directory OPT=-O2 $(BENCH_BINS)
+	@mkdir -p bench/results
+	@for b in $(BENCH_BINS); do echo "== $$b"; ./$$b || exit 1; done
+
+FORMAT_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	clang-format -i $(FORMAT_SRC)
+format-check:
+	clang-format --dry-run --Werror $(FORMAT_SRC)
+
+clean:
+	rm -rf $(BUILD) $(BIN) build-asan build-ubsan build-tsan
+
+.PHONY: all deps test test-unit test-integration build-tests run asan ubsan tsan valgrind bench format format-check clean
+.SECONDARY:
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
