@@ -126,4 +126,30 @@ static inline uint64_t ms_get_u64be(const uint8_t *p) { uint64_t v = 0; for (int
 #define MS_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MS_MAX(a, b) ((a) > (b) ? (a) : (b))
 
+/* ---- thread hand-off queue -------------------------------------------------
+ * A bounded multi-producer multi-consumer ring of pointers (ck_ring) with an
+ * eventfd that wakes the consumer: an event loop watches ms_queue_fd(), a
+ * thread blocks in ms_queue_wait(). A producer only makes a syscall when the
+ * consumer has drained since the last wake-up. Consumers call ms_queue_ack()
+ * (loop) or ms_queue_wait() (thread) and then pop until empty. */
+typedef struct ms_queue ms_queue;
+/* cap is rounded up to a power of two. */
+int ms_queue_new(size_t cap, ms_queue **out);
+void ms_queue_del(ms_queue *q);
+/* Never fails: when the ring is full the producer backs off until there is
+ * room (back-pressure). p must not be NULL. */
+void ms_queue_push(ms_queue *q, void *p);
+/* Non-blocking: false when the queue is empty. */
+bool ms_queue_try_push(ms_queue *q, void *p);
+/* NULL when empty. */
+void *ms_queue_pop(ms_queue *q);
+int ms_queue_fd(const ms_queue *q);
+/* Loop consumer: call when the fd is readable, before draining. */
+void ms_queue_ack(ms_queue *q);
+/* Several thread consumers: after taking one item, wake another consumer
+ * when more are queued. */
+void ms_queue_kick(ms_queue *q);
+/* Thread consumer: blocks until something may have been pushed. */
+void ms_queue_wait(ms_queue *q);
+
 #endif

@@ -1,0 +1,36 @@
+/* api_int.h — shared by the service files of api/ (private). */
+#ifndef MS_API_INT_H
+#define MS_API_INT_H
+
+#include "api/api.h"
+#include "api/grpc.h"
+#include "engine/engine.h"
+#include "internal.pb-c.h"
+#include "rpc.pb-c.h"
+
+struct api {
+	struct event_base *base;
+	ms_server *srv;
+	grpc_server *grpc;
+	grpc_method *methods; /* every service's table, ud = this api */
+	size_t nmethods;
+	int max_txn_ops;
+};
+
+/* Ends a call with etcd's status for an MS_E* code. */
+void api_finish_error(grpc_call *call, int code, const char *detail);
+/* ms_done_fn for unary calls whose arg is a referenced grpc_call: sends resp
+ * (or the error), finishes, frees resp, drops the reference. */
+void api_unary_done(void *arg, int code, ProtobufCMessage *resp, const char *msg);
+/* Sends one response message and finishes the call with OK; frees nothing. */
+void api_reply(grpc_call *call, const ProtobufCMessage *resp);
+
+extern const grpc_method api_kv_methods[];
+extern const size_t api_kv_nmethods;
+extern const grpc_method api_maint_methods[];
+extern const size_t api_maint_nmethods;
+
+/* HTTP/1.1 endpoints (/health, /version, /metrics). */
+void api_http1(void *ud, const grpc_http1_request *req, grpc_http1_response *resp);
+
+#endif

@@ -1,0 +1,36 @@
+/* flags.h — etcd's command line for metastore (private to cmd/).
+ *
+ * Go flag package rules, as etcd: `-x` or `--x`, `--x=v` or `--x v`, booleans
+ * `--x` or `--x=false`; `ETCD_<NAME>` environment variables apply to flags not
+ * given on the command line, and a variable shadowed by a flag is fatal.
+ * Every etcd flag MetaStore does not support is refused by name at start-up
+ * (never silently ignored); flags etcd itself ignores are accepted with a
+ * warning, as etcd does. */
+#ifndef MS_CMD_FLAGS_H
+#define MS_CMD_FLAGS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct ms_flags {
+	char *name, *data_dir, *wal_dir;
+	char *listen_client_urls, *advertise_client_urls;
+	char *listen_peer_urls, *initial_advertise_peer_urls;
+	char *initial_cluster, *initial_cluster_state, *initial_cluster_token;
+	char *log_level, *logger, *log_outputs;
+	char *config_file;
+	uint64_t max_request_bytes, max_txn_ops, heartbeat_interval, election_timeout, snapshot_count;
+	int64_t quota_backend_bytes;
+	bool debug, version, help, enable_grpc_gateway, strict_reconfig_check;
+	/* which flags came from the command line or environment */
+	bool set_listen_client_urls, set_advertise_client_urls;
+} ms_flags;
+
+/* Parses argv and the environment. On error prints etcd's message to stderr
+ * and returns the exit status to use (2 for an unknown flag, 1 otherwise);
+ * returns 0 on success. */
+int ms_flags_parse(int argc, char **argv, ms_flags *f);
+void ms_flags_usage(void);
+void ms_flags_free(ms_flags *f);
+
+#endif

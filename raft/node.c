@@ -1,0 +1,546 @@
+/* node.c — drives the raft core on an event loop: ticks, ready batches, the
+ * log writer thread (group commit) and the apply thread. */
+#include "raft/raft.h"
+
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "raft/log_store.h"
+#include "raft/raft_core.h"
+
+/* A unit of work for the log writer: what one ready batch must persist, and
+ * what to do once it is durable. */
+typedef struct log_job {
+	raft_log_hs hs;
+	bool has_hs;
+	uint64_t truncate_from;
+	raft_log_rec *ents;
+	size_t nents;
+	uint64_t persisted_index, persisted_term; /* 0 = nothing to report */
+	int rc;                                    /* result of the write */
+} log_job;
+
+/* Committed entries for the apply thread (entries and data in one block). */
+typedef struct apply_job {
+	size_t n;
+	raft_node_entry ents[];
+} apply_job;
+
+typedef struct applied_note {
+	uint64_t index;
+	int rc;
+} applied_note;
+
+static char stop_sentinel;
+
+struct raft_node {
+	uint64_t id;
+	raft_core *core;
+	raft_log_store *log;
+	struct event_base *base;
+	raft_node_callbacks cb;
+	void *ud;
+	int tick_ms;
+	uint64_t rng;
+
+	ms_queue *log_q, *log_done_q;     /* loop -> writer, writer -> loop */
+	ms_queue *apply_q, *applied_q;    /* loop -> apply, apply -> loop */
+	struct event *tick_ev, *log_done_ev, *applied_ev;
+	pthread_t writer, applier;
+	bool threads_started;
+
+	bool driving;
+	uint64_t leader, term;
+	_Atomic uint64_t applied;
+};
+
+/* ---- randomness for election timeouts: injected into the core ---- */
+static uint64_t node_rand(void *ud, uint64_t n)
+{
+	raft_node *rn = ud;
+	/* xorshift64*: seeded from getrandom at start-up */
+	rn->rng ^= rn->rng >> 12;
+	rn->rng ^= rn->rng << 25;
+	rn->rng ^= rn->rng >> 27;
+	uint64_t v = rn->rng * 2685821657736338717ULL;
+	return n ? v % n : 0;
+}
+
+/* ---- loading the log at start-up ---- */
+typedef struct load_ctx {
+	raft_entry *ents;
+	size_t n, cap;
+} load_ctx;
+
+static int load_entry(void *arg, const raft_log_rec *rec)
+{
+	load_ctx *lc = arg;
+	if (lc->n == lc->cap) {
+		size_t cap = lc->cap ? lc->cap * 2 : 256;
+		raft_entry *ne = ms_realloc(lc->ents, cap * sizeof *ne);
+		if (!ne)
+			return MS_ENOMEM;
+		lc->ents = ne;
+		lc->cap = cap;
+	}
+	uint8_t *data = rec->len ? ms_memdup(rec->data, rec->len) : NULL;
+	if (rec->len && !data)
+		return MS_ENOMEM;
+	lc->ents[lc->n++] = (raft_entry){ rec->term, rec->index, (raft_entry_type)rec->type, data, rec->len };
+	return 0;
+}
+
+static void load_free(load_ctx *lc)
+{
+	for (size_t i = 0; i < lc->n; i++)
+		ms_free((void *)lc->ents[i].data);
+	ms_free(lc->ents);
+}
+
+/* ---- threads ---- */
+static void *writer_main(void *arg)
+{
+	raft_node *n = arg;
+	log_job *batch[256];
+	raft_log_write w[256];
+	for (;;) {
+		ms_queue_wait(n->log_q);
+		for (;;) {
+			size_t nb = 0;
+			bool stop = false;
+			void *p;
+			while (nb < MS_ARRAY_LEN(batch) && (p = ms_queue_pop(n->log_q))) {
+				if (p == &stop_sentinel) {
+					stop = true;
+					break;
+				}
+				batch[nb++] = p;
+			}
+			if (nb) {
+				for (size_t i = 0; i < nb; i++)
+					w[i] = (raft_log_write){ batch[i]->has_hs ? &batch[i]->hs : NULL,
+								 batch[i]->truncate_from, batch[i]->ents, batch[i]->nents };
+				ms_err err = { 0 };
+				/* group commit: one synchronous write for everything queued */
+				int rc = raft_log_store_write(n->log, w, nb, &err);
+				if (rc)
+					MS_ERROR("raft", "failed to persist the raft log: %s", err.msg);
+				for (size_t i = 0; i < nb; i++) {
+					batch[i]->rc = rc;
+					ms_queue_push(n->log_done_q, batch[i]);
+				}
+			}
+			if (stop)
+				return NULL;
+			if (nb < MS_ARRAY_LEN(batch))
+				break;
+		}
+	}
+}
+
+static void *applier_main(void *arg)
+{
+	raft_node *n = arg;
+	for (;;) {
+		ms_queue_wait(n->apply_q);
+		void *p;
+		while ((p = ms_queue_pop(n->apply_q))) {
+			if (p == &stop_sentinel)
+				return NULL;
+			/* group: everything queued now is applied by one callback */
+			apply_job *jobs[64];
+			size_t nj = 0, total = 0;
+			jobs[nj++] = p;
+			total += ((apply_job *)p)->n;
+			bool stop = false;
+			while (nj < MS_ARRAY_LEN(jobs) && (p = ms_queue_pop(n->apply_q))) {
+				if (p == &stop_sentinel) {
+					stop = true;
+					break;
+				}
+				jobs[nj++] = p;
+				total += ((apply_job *)p)->n;
+			}
+			int rc = 0;
+			uint64_t last = 0;
+			if (nj == 1) {
+				rc = n->cb.apply(n->ud, jobs[0]->ents, jobs[0]->n);
+				last = jobs[0]->ents[jobs[0]->n - 1].index;
+			} else {
+				raft_node_entry *all = ms_malloc(total * sizeof *all);
+				MS_ASSERT(all != NULL);
+				size_t k = 0;
+				for (size_t i = 0; i < nj; i++) {
+					memcpy(all + k, jobs[i]->ents, jobs[i]->n * sizeof *all);
+					k += jobs[i]->n;
+				}
+				rc = n->cb.apply(n->ud, all, total);
+				last = all[total - 1].index;
+				ms_free(all);
+			}
+			for (size_t i = 0; i < nj; i++)
+				ms_free(jobs[i]);
+			applied_note *note = ms_malloc(sizeof *note);
+			MS_ASSERT(note != NULL);
+			note->index = last;
+			note->rc = rc;
+			if (rc == 0)
+				atomic_store(&n->applied, last);
+			ms_queue_push(n->applied_q, note);
+			if (stop)
+				return NULL;
+		}
+	}
+}
+
+/* ---- the ready loop ---- */
+static void send_msgs(raft_node *n, const raft_msg *msgs, size_t count)
+{
+	/* The peer transport arrives with multi-member clusters; a one-member
+	 * group never sends messages. */
+	for (size_t i = 0; i < count; i++)
+		MS_DEBUG("raft", "%llx: no transport for %s to %llx", (unsigned long long)n->id,
+			 raft_msg_type_name(msgs[i].type), (unsigned long long)msgs[i].to);
+}
+
+static log_job *make_log_job(const raft_ready *rd)
+{
+	size_t bytes = 0;
+	for (size_t i = 0; i < rd->n_entries; i++)
+		bytes += rd->entries[i].len;
+	log_job *j = ms_calloc(1, sizeof *j + rd->n_entries * sizeof(raft_log_rec) + bytes);
+	MS_ASSERT(j != NULL);
+	j->ents = (raft_log_rec *)(j + 1);
+	uint8_t *data = (uint8_t *)(j->ents + rd->n_entries);
+	for (size_t i = 0; i < rd->n_entries; i++) {
+		const raft_entry *e = &rd->entries[i];
+		if (e->len)
+			memcpy(data, e->data, e->len);
+		j->ents[i] = (raft_log_rec){ e->index, e->term, (uint8_t)e->type, data, e->len };
+		data += e->len;
+	}
+	j->nents = rd->n_entries;
+	j->truncate_from = rd->truncate_from;
+	if (rd->hs_changed) {
+		j->has_hs = true;
+		j->hs = (raft_log_hs){ rd->hs.term, rd->hs.vote, rd->hs.commit };
+	}
+	if (rd->n_entries) {
+		j->persisted_index = rd->entries[rd->n_entries - 1].index;
+		j->persisted_term = rd->entries[rd->n_entries - 1].term;
+	}
+	return j;
+}
+
+static apply_job *make_apply_job(const raft_ready *rd)
+{
+	size_t bytes = 0;
+	for (size_t i = 0; i < rd->n_committed; i++)
+		bytes += rd->committed[i].len;
+	apply_job *j = ms_malloc(sizeof *j + rd->n_committed * sizeof(raft_node_entry) + bytes);
+	MS_ASSERT(j != NULL);
+	uint8_t *data = (uint8_t *)(j->ents + rd->n_committed);
+	for (size_t i = 0; i < rd->n_committed; i++) {
+		const raft_entry *e = &rd->committed[i];
+		if (e->len)
+			memcpy(data, e->data, e->len);
+		j->ents[i] = (raft_node_entry){ e->index, e->term, (raft_node_entry_type)e->type, data, e->len };
+		data += e->len;
+	}
+	j->n = rd->n_committed;
+	return j;
+}
+
+static void drive(raft_node *n)
+{
+	if (n->driving)
+		return; /* the outer call picks up what a callback added */
+	n->driving = true;
+	while (raft_core_has_ready(n->core)) {
+		raft_ready rd;
+		int rc = raft_core_ready(n->core, &rd);
+		MS_ASSERT(rc == 0);
+		if (rd.snapshot) {
+			/* installing a leader's snapshot needs the peer transport */
+			MS_ERROR("raft", "%llx: snapshot install is not supported yet", (unsigned long long)n->id);
+			abort();
+		}
+		if (rd.n_entries || rd.hs_changed || rd.truncate_from || rd.n_msgs_after_persist) {
+			ms_queue_push(n->log_q, make_log_job(&rd));
+		}
+		send_msgs(n, rd.msgs, rd.n_msgs);
+		/* A one-member group has no messages to send after persisting. */
+		send_msgs(n, rd.msgs_after_persist, rd.n_msgs_after_persist);
+		if (rd.n_committed)
+			ms_queue_push(n->apply_q, make_apply_job(&rd));
+
+		/* read states are handed out after advance (callbacks may propose) */
+		uint64_t *read_ids = NULL, *read_idx = NULL;
+		size_t nr = 0;
+		if (rd.n_reads) {
+			read_ids = ms_malloc(2 * rd.n_reads * sizeof *read_ids);
+			MS_ASSERT(read_ids != NULL);
+			read_idx = read_ids + rd.n_reads;
+		}
+		for (size_t i = 0; i < rd.n_reads; i++) {
+			if (rd.reads[i].context_len != 8)
+				continue;
+			read_ids[nr] = ms_get_u64le(rd.reads[i].context);
+			read_idx[nr++] = rd.reads[i].index;
+		}
+		bool leader_changed = rd.leader != n->leader || raft_core_term(n->core) != n->term;
+		raft_core_advance(n->core, &rd);
+
+		if (leader_changed) {
+			uint64_t old = n->leader;
+			n->leader = raft_core_leader(n->core);
+			n->term = raft_core_term(n->core);
+			if (n->leader != old && n->leader == n->id)
+				MS_NOTICE("raft", "%llx became leader at term %llu", (unsigned long long)n->id,
+					  (unsigned long long)n->term);
+			if (n->leader != old && n->leader)
+				MS_INFO("raft", "raft.node: %llx elected leader %llx at term %llu", (unsigned long long)n->id,
+					(unsigned long long)n->leader, (unsigned long long)n->term);
+			else if (n->leader != old)
+				MS_INFO("raft", "raft.node: %llx lost leader %llx at term %llu", (unsigned long long)n->id,
+					(unsigned long long)old, (unsigned long long)n->term);
+			if (n->cb.on_leader)
+				n->cb.on_leader(n->ud, n->leader, n->term);
+		}
+		for (size_t i = 0; i < nr; i++)
+			if (n->cb.on_read)
+				n->cb.on_read(n->ud, read_ids[i], read_idx[i]);
+		ms_free(read_ids);
+	}
+	n->driving = false;
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	raft_node *n = arg;
+	raft_core_tick(n->core);
+	drive(n);
+}
+
+static void on_log_done(evutil_socket_t fd, short what, void *arg)
+{
+	raft_node *n = arg;
+	ms_queue_ack(n->log_done_q);
+	log_job *j;
+	while ((j = ms_queue_pop(n->log_done_q))) {
+		if (j->rc) {
+			/* The log is the durable record of acknowledged writes: a member
+			 * that cannot write it must not go on. */
+			MS_ERROR("raft", "%llx: raft log write failed; stopping", (unsigned long long)n->id);
+			abort();
+		}
+		if (j->persisted_index)
+			raft_core_persisted(n->core, j->persisted_index, j->persisted_term);
+		ms_free(j);
+	}
+	drive(n);
+}
+
+static void on_applied(evutil_socket_t fd, short what, void *arg)
+{
+	raft_node *n = arg;
+	ms_queue_ack(n->applied_q);
+	applied_note *a;
+	uint64_t last = 0;
+	while ((a = ms_queue_pop(n->applied_q))) {
+		if (a->rc) {
+			MS_ERROR("etcdserver", "applying entry %llu failed (%s); stopping", (unsigned long long)a->index,
+				 ms_strerror(a->rc));
+			abort();
+		}
+		last = a->index;
+		ms_free(a);
+	}
+	if (last) {
+		raft_core_applied(n->core, last);
+		if (n->cb.on_applied)
+			n->cb.on_applied(n->ud, last);
+		drive(n);
+	}
+}
+
+/* ---- public ---- */
+int raft_node_new(const raft_node_config *cfg, raft_node **out, ms_err *err)
+{
+	int rc;
+	raft_node *n = ms_calloc(1, sizeof *n);
+	if (!n)
+		return ms_err_set(err, MS_ENOMEM, "out of memory");
+	n->id = cfg->id;
+	n->base = cfg->base;
+	n->cb = cfg->cb;
+	n->ud = cfg->ud;
+	n->tick_ms = cfg->tick_ms > 0 ? cfg->tick_ms : 100;
+	if (getrandom(&n->rng, sizeof n->rng, 0) != sizeof n->rng || n->rng == 0)
+		n->rng = (uint64_t)ms_now_wall_ns() | 1;
+	atomic_store(&n->applied, cfg->applied);
+
+	if ((rc = raft_log_store_open(cfg->log_dir, cfg->create, &n->log, err)))
+		goto fail;
+	if (cfg->create) {
+		/* bootstrap: the initial membership is the snapshot at index 0 */
+		raft_conf_state cs = { (uint64_t *)cfg->voters, cfg->nvoters, NULL, 0 };
+		size_t len;
+		uint8_t *conf = raft_conf_state_encode(&cs, &len);
+		if (!conf) {
+			rc = ms_err_set(err, MS_ENOMEM, "out of memory");
+			goto fail;
+		}
+		rc = raft_log_store_compact(n->log, 0, 0, conf, len, err);
+		ms_free(conf);
+		if (rc)
+			goto fail;
+	}
+
+	raft_log_hs hs;
+	uint64_t snap_index, snap_term;
+	uint8_t *conf = NULL;
+	size_t conf_len;
+	load_ctx lc = { 0 };
+	rc = raft_log_store_load(n->log, &hs, &snap_index, &snap_term, &conf, &conf_len, load_entry, &lc, err);
+	if (rc) {
+		load_free(&lc);
+		goto fail;
+	}
+	raft_restore rs = { .hs = { hs.term, hs.vote, hs.commit },
+			    .snap = { snap_index, snap_term, { 0 } },
+			    .entries = lc.ents,
+			    .n_entries = lc.n,
+			    .applied = cfg->applied };
+	if (conf && (rc = raft_conf_state_decode(conf, conf_len, &rs.snap.conf_state))) {
+		ms_free(conf);
+		load_free(&lc);
+		rc = ms_err_set(err, MS_ECORRUPT, "raft log: bad membership record in snapshot meta");
+		goto fail;
+	}
+	ms_free(conf);
+	if (rs.applied < snap_index)
+		rs.applied = snap_index;
+	raft_config rcfg = { .id = n->id,
+			     .election_tick = cfg->election_ticks > 0 ? cfg->election_ticks : 10,
+			     .heartbeat_tick = 1,
+			     .pre_vote = true,
+			     .check_quorum = true,
+			     .rand = node_rand,
+			     .rand_ud = n };
+	rc = raft_core_new(&rcfg, &rs, &n->core, err);
+	raft_conf_state_free(&rs.snap.conf_state);
+	load_free(&lc);
+	if (rc)
+		goto fail;
+	n->term = raft_core_term(n->core);
+
+	if ((rc = ms_queue_new(4096, &n->log_q)) || (rc = ms_queue_new(4096, &n->log_done_q)) ||
+	    (rc = ms_queue_new(4096, &n->apply_q)) || (rc = ms_queue_new(4096, &n->applied_q))) {
+		ms_err_set(err, rc, "cannot create queues");
+		goto fail;
+	}
+	*out = n;
+	return 0;
+fail:
+	raft_node_free(n);
+	return rc;
+}
+
+int raft_node_start(raft_node *n, ms_err *err)
+{
+	if (pthread_create(&n->writer, NULL, writer_main, n) != 0)
+		return ms_err_set(err, MS_EIO, "cannot start the raft log writer thread");
+	if (pthread_create(&n->applier, NULL, applier_main, n) != 0) {
+		ms_queue_push(n->log_q, &stop_sentinel);
+		pthread_join(n->writer, NULL);
+		return ms_err_set(err, MS_EIO, "cannot start the apply thread");
+	}
+	n->threads_started = true;
+	n->log_done_ev = event_new(n->base, ms_queue_fd(n->log_done_q), EV_READ | EV_PERSIST, on_log_done, n);
+	n->applied_ev = event_new(n->base, ms_queue_fd(n->applied_q), EV_READ | EV_PERSIST, on_applied, n);
+	n->tick_ev = event_new(n->base, -1, EV_PERSIST, on_tick, n);
+	if (!n->log_done_ev || !n->applied_ev || !n->tick_ev)
+		return ms_err_set(err, MS_ENOMEM, "out of memory");
+	struct timeval tv = { n->tick_ms / 1000, (n->tick_ms % 1000) * 1000 };
+	event_add(n->log_done_ev, NULL);
+	event_add(n->applied_ev, NULL);
+	event_add(n->tick_ev, &tv);
+
+	/* A lone voter need not wait for an election timeout: logical ticks
+	 * until it campaigns (the core decides; nothing else can vote). */
+	const raft_conf_state *cs = raft_core_conf_state(n->core);
+	if (cs->n_voters == 1 && cs->voters[0] == n->id) {
+		for (int i = 0; i < 1000 && raft_core_role(n->core) != RAFT_LEADER; i++) {
+			raft_core_tick(n->core);
+			drive(n);
+			if (raft_core_role(n->core) == RAFT_CANDIDATE || raft_core_role(n->core) == RAFT_PRE_CANDIDATE)
+				break; /* the vote must be persisted first; the log writer completes it */
+		}
+	}
+	drive(n);
+	return 0;
+}
+
+void raft_node_free(raft_node *n)
+{
+	if (!n)
+		return;
+	if (n->threads_started) {
+		ms_queue_push(n->log_q, &stop_sentinel);
+		ms_queue_push(n->apply_q, &stop_sentinel);
+		pthread_join(n->writer, NULL);
+		pthread_join(n->applier, NULL);
+	}
+	if (n->tick_ev)
+		event_free(n->tick_ev);
+	if (n->log_done_ev)
+		event_free(n->log_done_ev);
+	if (n->applied_ev)
+		event_free(n->applied_ev);
+	void *p;
+	ms_queue *qs[] = { n->log_q, n->log_done_q, n->apply_q, n->applied_q };
+	for (size_t i = 0; i < MS_ARRAY_LEN(qs); i++) {
+		if (!qs[i])
+			continue;
+		while ((p = ms_queue_pop(qs[i])))
+			if (p != &stop_sentinel)
+				ms_free(p);
+		ms_queue_del(qs[i]);
+	}
+	raft_core_del(n->core);
+	raft_log_store_close(n->log);
+	ms_free(n);
+}
+
+int raft_node_propose(raft_node *n, const uint8_t *data, size_t len)
+{
+	int rc = raft_core_propose(n->core, data, len, NULL, NULL);
+	if (rc == MS_ENOT_LEADER && raft_core_leader(n->core) == RAFT_NONE)
+		rc = MS_ENO_LEADER;
+	if (rc == 0)
+		drive(n);
+	return rc;
+}
+
+int raft_node_read_index(raft_node *n, uint64_t read_id)
+{
+	uint8_t ctx[8];
+	ms_put_u64le(ctx, read_id);
+	int rc = raft_core_read_index(n->core, ctx, sizeof ctx);
+	if (rc == 0)
+		drive(n);
+	return rc;
+}
+
+uint64_t raft_node_id(const raft_node *n) { return n->id; }
+uint64_t raft_node_leader(const raft_node *n) { return raft_core_leader(n->core); }
+uint64_t raft_node_term(const raft_node *n) { return raft_core_term(n->core); }
+uint64_t raft_node_commit(const raft_node *n) { return raft_core_commit(n->core); }
+uint64_t raft_node_applied(const raft_node *n) { return atomic_load(&((raft_node *)n)->applied); }
+uint64_t raft_node_last_index(const raft_node *n) { return raft_core_last_index(n->core); }
+bool raft_node_is_leader(const raft_node *n) { return raft_core_role(n->core) == RAFT_LEADER; }

@@ -1,0 +1,88 @@
+/* raft.h — a raft member: the pure core (raft_core.h) driven on an event
+ * loop, its durable log (log_store.h) written by a log writer thread with
+ * group commit, an apply thread, and the peer transport.
+ *
+ * Threads:
+ *   loop      : everything in this header except the apply callback. The
+ *               core lives here; ticks come from a libevent timer.
+ *   log writer: persists entries + hard state with one synchronous RocksDB
+ *               write for everything queued, then tells the loop how far the
+ *               log is durable. The leader sends entries to followers while
+ *               its own write runs.
+ *   apply     : calls cb.apply with committed entries in log order, in
+ *               groups, then tells the loop how far it applied.
+ *
+ * A one-member cluster is the same code: proposals go through the log and
+ * apply exactly like in a larger cluster. */
+#ifndef MS_RAFT_H
+#define MS_RAFT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/ms.h"
+
+struct event_base;
+
+typedef struct raft_node raft_node;
+
+typedef enum { RAFT_NODE_ENTRY_NORMAL = 0, RAFT_NODE_ENTRY_CONF_CHANGE = 1 } raft_node_entry_type;
+
+typedef struct raft_node_entry {
+	uint64_t index, term;
+	raft_node_entry_type type;
+	const uint8_t *data;
+	size_t len;
+} raft_node_entry;
+
+typedef struct raft_node_callbacks {
+	/* apply thread: apply entries (in order; index > the applied index the
+	 * node was created with). Return 0, or a negative code: fatal (the
+	 * process cannot continue without diverging from the log). */
+	int (*apply)(void *ud, const raft_node_entry *ents, size_t n);
+	/* loop: apply reached index (after cb.apply returned for it). */
+	void (*on_applied)(void *ud, uint64_t index);
+	/* loop: a ReadIndex started with raft_node_read_index completed. */
+	void (*on_read)(void *ud, uint64_t read_id, uint64_t index);
+	/* loop: leader or term changed (leader 0 = none). */
+	void (*on_leader)(void *ud, uint64_t leader, uint64_t term);
+} raft_node_callbacks;
+
+typedef struct raft_node_config {
+	uint64_t id;
+	const char *log_dir;
+	bool create;               /* a new member: create the log */
+	const uint64_t *voters;    /* bootstrap of a new cluster: the initial voters */
+	size_t nvoters;
+	uint64_t applied;          /* the state machine's consistent index */
+	int tick_ms;               /* --heartbeat-interval */
+	int election_ticks;        /* --election-timeout / --heartbeat-interval */
+	struct event_base *base;
+	raft_node_callbacks cb;
+	void *ud;
+} raft_node_config;
+
+/* Opens (or creates) the log, loads it and builds the core. */
+int raft_node_new(const raft_node_config *cfg, raft_node **out, ms_err *err);
+/* Starts the log writer and apply threads and the tick timer. */
+int raft_node_start(raft_node *n, ms_err *err);
+/* Stops threads (pending work is dropped: it was never acknowledged) and frees. */
+void raft_node_free(raft_node *n);
+
+/* Proposes data as a log entry. MS_ENO_LEADER when no leader is known,
+ * MS_ENOT_LEADER when another member leads (forwarding: raft_node_leader). */
+int raft_node_propose(raft_node *n, const uint8_t *data, size_t len);
+/* Starts a ReadIndex; cb.on_read(read_id, index) follows, or nothing if
+ * leadership is lost (the caller times out). MS_ENO_LEADER. */
+int raft_node_read_index(raft_node *n, uint64_t read_id);
+
+uint64_t raft_node_id(const raft_node *n);
+uint64_t raft_node_leader(const raft_node *n);
+uint64_t raft_node_term(const raft_node *n);
+uint64_t raft_node_commit(const raft_node *n);
+uint64_t raft_node_applied(const raft_node *n);
+uint64_t raft_node_last_index(const raft_node *n);
+bool raft_node_is_leader(const raft_node *n);
+
+#endif

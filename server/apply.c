@@ -1,0 +1,218 @@
+/* apply.c — the apply stage: executes committed log entries against the
+ * engine in log order, exactly once (entries at or below the engine's
+ * consistent index are skipped), one engine batch per group of entries, and
+ * hands the results of this member's proposals back to the loop. */
+#include <event2/event.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "server/server_int.h"
+
+/* Errors etcd reports to the client; anything else while applying means the
+ * member cannot continue without diverging from the log. */
+static bool client_error(int code) { return code <= MS_EKEY_EMPTY; }
+
+static ProtobufCMessage *new_lease_grant_resp(int64_t id, int64_t ttl, int64_t rev)
+{
+	Etcdserverpb__LeaseGrantResponse *r = ms_malloc(sizeof *r);
+	Etcdserverpb__ResponseHeader *h = ms_malloc(sizeof *h);
+	MS_ASSERT(r && h);
+	etcdserverpb__lease_grant_response__init(r);
+	etcdserverpb__response_header__init(h);
+	h->revision = rev;
+	r->header = h;
+	r->id = id;
+	r->ttl = ttl;
+	return &r->base;
+}
+
+static ProtobufCMessage *new_lease_revoke_resp(int64_t rev)
+{
+	Etcdserverpb__LeaseRevokeResponse *r = ms_malloc(sizeof *r);
+	Etcdserverpb__ResponseHeader *h = ms_malloc(sizeof *h);
+	MS_ASSERT(r && h);
+	etcdserverpb__lease_revoke_response__init(r);
+	etcdserverpb__response_header__init(h);
+	h->revision = rev;
+	r->header = h;
+	return &r->base;
+}
+
+static void log_published(ms_server *s, const Msinternal__PublishRequest *p)
+{
+	char urls[1024] = "";
+	size_t off = 0;
+	for (size_t i = 0; p->attributes && i < p->attributes->n_client_urls && off < sizeof urls; i++)
+		off += (size_t)snprintf(urls + off, sizeof urls - off, "%s%s", i ? " " : "", p->attributes->client_urls[i]);
+	MS_INFO("etcdserver", "published {Name:%s ClientURLs:[%s]} to cluster %llx",
+		p->attributes ? p->attributes->name : "", urls, (unsigned long long)s->cluster_id);
+}
+
+/* Executes one request; returns a client-visible code (0 or <= MS_EKEY_EMPTY)
+ * with *resp set on success, or a fatal code. */
+static int apply_one(ms_server *s, engine_apply *a, const Msinternal__InternalRequest *req, ProtobufCMessage **resp,
+		     ms_err *err)
+{
+	int rc = 0;
+	*resp = NULL;
+	switch (req->request_case) {
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_PUT: {
+		Etcdserverpb__PutResponse *r = NULL;
+		rc = engine_apply_put(a, req->put, &r, err);
+		*resp = r ? &r->base : NULL;
+		break;
+	}
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_DELETE_RANGE: {
+		Etcdserverpb__DeleteRangeResponse *r = NULL;
+		rc = engine_apply_delete(a, req->delete_range, &r, err);
+		*resp = r ? &r->base : NULL;
+		break;
+	}
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_TXN: {
+		Etcdserverpb__TxnResponse *r = NULL;
+		rc = engine_apply_txn(a, req->txn, &r, err);
+		*resp = r ? &r->base : NULL;
+		break;
+	}
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_COMPACTION: {
+		Etcdserverpb__CompactionResponse *r = NULL;
+		rc = engine_apply_compact(a, req->compaction->revision, &r, err);
+		*resp = r ? &r->base : NULL;
+		break;
+	}
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_LEASE_GRANT:
+		rc = engine_apply_lease_grant(a, req->lease_grant->id, req->lease_grant->ttl, err);
+		if (rc == 0)
+			*resp = new_lease_grant_resp(req->lease_grant->id, req->lease_grant->ttl, engine_current_rev(s->eng));
+		break;
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE:
+		rc = engine_apply_lease_revoke(a, req->lease_revoke->id, err);
+		if (rc == 0)
+			*resp = new_lease_revoke_resp(engine_current_rev(s->eng));
+		break;
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_PUBLISH:
+		if (ms_members_apply_publish(s, req->publish)) {
+			size_t len;
+			pthread_mutex_lock(&s->members_mu);
+			uint8_t *buf = ms_members_pack(s->members, &len);
+			pthread_mutex_unlock(&s->members_mu);
+			if (!buf)
+				return ms_err_set(err, MS_ENOMEM, "out of memory");
+			rc = engine_apply_meta_put(a, "members", buf, len, err);
+			ms_free(buf);
+			if (rc == 0 && req->publish->member_id == s->id) {
+				atomic_store(&s->published, true);
+				log_published(s, req->publish);
+			}
+		}
+		break;
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_CLUSTER_VERSION: {
+		const char *v = req->cluster_version->version;
+		if (strcmp(v, "3.4.0") != 0)
+			return ms_err_set(err, MS_EUNSUPPORTED, "unsupported cluster version %s", v);
+		rc = engine_apply_meta_put(a, "cluster_version", (const uint8_t *)v, strlen(v), err);
+		if (rc == 0 && !s->cluster_version[0]) {
+			snprintf(s->cluster_version, sizeof s->cluster_version, "%s", v);
+			MS_NOTICE("membership", "set the initial cluster version to 3.4");
+			MS_INFO("etcdserver/api", "enabled capabilities for version 3.4");
+		}
+		break;
+	}
+	default:
+		return ms_err_set(err, MS_EUNSUPPORTED, "log entry holds an unknown request (%d)", (int)req->request_case);
+	}
+	return rc;
+}
+
+int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n)
+{
+	ms_server *s = ud;
+	ms_err err = { 0 };
+	engine_apply *a;
+	int rc = engine_apply_begin(s->eng, NULL, NULL, &a, &err);
+	if (rc) {
+		MS_ERROR("etcdserver", "cannot begin apply: %s", err.msg);
+		return rc;
+	}
+	uint64_t ci = engine_consistent_index(s->eng), last = ci;
+	/* results are handed out only after the batch is committed */
+	apply_result **pending = ms_malloc(n * sizeof *pending);
+	MS_ASSERT(pending != NULL);
+	size_t np = 0;
+	for (size_t i = 0; i < n; i++) {
+		const raft_node_entry *e = &ents[i];
+		if (e->index <= ci)
+			continue; /* already in the engine: exactly once */
+		last = e->index;
+		if (e->type == RAFT_NODE_ENTRY_CONF_CHANGE) {
+			rc = ms_err_set(&err, MS_EUNSUPPORTED, "membership changes are not supported yet");
+			break;
+		}
+		if (e->len == 0)
+			continue; /* a new leader's empty entry */
+		Msinternal__InternalRequest *req = msinternal__internal_request__unpack(&ms_pb_allocator, e->len, e->data);
+		if (!req) {
+			rc = ms_err_set(&err, MS_ECORRUPT, "log entry %llu does not decode", (unsigned long long)e->index);
+			break;
+		}
+		ProtobufCMessage *resp = NULL;
+		memset(&err, 0, sizeof err);
+		int code = apply_one(s, a, req, &resp, &err);
+		if (code && !client_error(code)) {
+			rc = code;
+			protobuf_c_message_free_unpacked(&req->base, &ms_pb_allocator);
+			break;
+		}
+		if (req->proposer == s->id) {
+			size_t ml = strlen(err.msg) + 1;
+			apply_result *r = ms_malloc(sizeof *r + ml);
+			MS_ASSERT(r != NULL);
+			r->id = req->id;
+			r->code = code;
+			r->resp = resp;
+			memcpy(r->msg, err.msg, ml);
+			pending[np++] = r;
+		} else if (resp) {
+			protobuf_c_message_free_unpacked(resp, &ms_pb_allocator);
+		}
+		protobuf_c_message_free_unpacked(&req->base, &ms_pb_allocator);
+	}
+	if (rc) {
+		MS_ERROR("etcdserver", "apply failed at index %llu: %s", (unsigned long long)last, err.msg);
+		engine_apply_abort(a);
+	} else if ((rc = engine_apply_commit(a, last, &err))) {
+		MS_ERROR("etcdserver", "cannot commit applied entries up to %llu: %s", (unsigned long long)last, err.msg);
+	}
+	for (size_t i = 0; i < np; i++) {
+		if (rc) {
+			if (pending[i]->resp)
+				protobuf_c_message_free_unpacked(pending[i]->resp, &ms_pb_allocator);
+			ms_free(pending[i]);
+		} else {
+			ms_queue_push(s->results_q, pending[i]);
+		}
+	}
+	ms_free(pending);
+	return rc;
+}
+
+void ms_server_results_cb(evutil_socket_t fd, short what, void *arg)
+{
+	ms_server *s = arg;
+	if (fd >= 0)
+		ms_queue_ack(s->results_q);
+	apply_result *r;
+	while ((r = ms_queue_pop(s->results_q))) {
+		/* the waiter may have timed out already */
+		waiter *w = ms_server_waiter_take(s, r->id);
+		if (w) {
+			if (r->resp)
+				ms_server_fill_resp_header(s, r->resp);
+			w->done(w->arg, r->code, r->resp, r->code ? r->msg : NULL);
+			ms_free(w);
+		} else if (r->resp) {
+			protobuf_c_message_free_unpacked(r->resp, &ms_pb_allocator);
+		}
+		ms_free(r);
+	}
+}

@@ -1,0 +1,742 @@
+/* server.c — the etcd server core: data directory, start-up, proposals and
+ * their waiters, linearizable reads (ReadIndex batched in rounds), reader
+ * threads, status. Apply lives in apply.c, membership in members.c. */
+#include <dirent.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "server/server_int.h"
+
+#define WTAB_SIZE 16384 /* power of two */
+
+static const char *const foreign_entries[] = { "member", "snap", "wal" };
+
+/* ---- data directory ---- */
+static int path_join(char **out, const char *a, const char *b)
+{
+	size_t n = strlen(a) + strlen(b) + 2;
+	*out = ms_malloc(n);
+	if (!*out)
+		return MS_ENOMEM;
+	snprintf(*out, n, "%s/%s", a, b);
+	return 0;
+}
+
+static int mkdir_p(const char *path, ms_err *err)
+{
+	char *tmp = ms_strdup(path);
+	if (!tmp)
+		return ms_err_set(err, MS_ENOMEM, "out of memory");
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(tmp, 0700) != 0 && errno != EEXIST) {
+			int rc = ms_err_set(err, MS_EIO, "cannot create %s: %s", tmp, strerror(errno));
+			ms_free(tmp);
+			return rc;
+		}
+		*p = '/';
+	}
+	ms_free(tmp);
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		return ms_err_set(err, MS_EIO, "cannot create %s: %s", path, strerror(errno));
+	return 0;
+}
+
+/* Decides whether dir is a new member (true), an existing MetaStore member
+ * (false), or something we must not touch (error). */
+static int check_data_dir(const char *dir, bool *fresh, ms_err *err)
+{
+	struct stat st;
+	if (stat(dir, &st) != 0) {
+		if (errno == ENOENT) {
+			*fresh = true;
+			return 0;
+		}
+		return ms_err_set(err, MS_EIO, "cannot access data directory %s: %s", dir, strerror(errno));
+	}
+	if (!S_ISDIR(st.st_mode))
+		return ms_err_set(err, MS_EINVAL, "data directory %s is not a directory", dir);
+	DIR *d = opendir(dir);
+	if (!d)
+		return ms_err_set(err, MS_EIO, "cannot read data directory %s: %s", dir, strerror(errno));
+	bool ours = false, other = false;
+	char other_name[256] = "";
+	struct dirent *de;
+	int rc = 0;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (!strcmp(de->d_name, "metastore")) {
+			ours = true;
+			continue;
+		}
+		for (size_t i = 0; i < MS_ARRAY_LEN(foreign_entries); i++)
+			if (!strcmp(de->d_name, foreign_entries[i])) {
+				rc = ms_err_set(err, MS_ECORRUPT,
+						"data directory %s holds an etcd data set (%s/), not MetaStore's; "
+						"refusing to serve or overwrite it (migrate it, or choose another --data-dir)",
+						dir, de->d_name);
+				break;
+			}
+		if (rc)
+			break;
+		if (!other)
+			snprintf(other_name, sizeof other_name, "%s", de->d_name);
+		other = true;
+	}
+	closedir(d);
+	if (rc)
+		return rc;
+	if (other)
+		return ms_err_set(err, MS_ECORRUPT,
+				  "data directory %s is not a MetaStore data directory (it holds \"%s\"); "
+				  "refusing to serve or overwrite it",
+				  dir, other_name);
+	*fresh = !ours;
+	return 0;
+}
+
+/* ---- waiters (loop thread) ---- */
+static void waiter_insert(ms_server *s, waiter *w)
+{
+	size_t b = (size_t)(w->id * 0x9E3779B97F4A7C15ULL >> 50) & (WTAB_SIZE - 1);
+	w->hnext = s->wtab[b];
+	s->wtab[b] = w;
+	w->next = &s->whead;
+	w->prev = s->whead.prev;
+	s->whead.prev->next = w;
+	s->whead.prev = w;
+	s->nwaiters++;
+}
+
+waiter *ms_server_waiter_take(ms_server *s, uint64_t id)
+{
+	size_t b = (size_t)(id * 0x9E3779B97F4A7C15ULL >> 50) & (WTAB_SIZE - 1);
+	for (waiter **pp = &s->wtab[b]; *pp; pp = &(*pp)->hnext) {
+		waiter *w = *pp;
+		if (w->id != id)
+			continue;
+		*pp = w->hnext;
+		w->prev->next = w->next;
+		w->next->prev = w->prev;
+		s->nwaiters--;
+		return w;
+	}
+	return NULL;
+}
+
+
+/* ---- reads ---- */
+static void read_dispatch(ms_server *s, read_req *r) { ms_queue_push(s->read_q, r); }
+
+static void read_fail(read_req *r, int code)
+{
+	r->done(r->arg, code, NULL, NULL);
+	if (r->range)
+		protobuf_c_message_free_unpacked(&r->range->base, &ms_pb_allocator);
+	ms_free(r);
+}
+
+static void start_read_round(ms_server *s)
+{
+	if (s->read_round_id || !s->reads_queued)
+		return;
+	s->read_round_id = ++s->next_read_round;
+	s->reads_inflight = s->reads_queued;
+	s->reads_queued = NULL;
+	int rc = raft_node_read_index(s->node, s->read_round_id);
+	if (rc) {
+		read_req *r = s->reads_inflight;
+		s->reads_inflight = NULL;
+		s->read_round_id = 0;
+		while (r) {
+			read_req *next = r->next;
+			read_fail(r, rc == MS_ENOT_LEADER ? MS_ENO_LEADER : rc);
+			r = next;
+		}
+	}
+}
+
+static void release_applied_reads(ms_server *s)
+{
+	uint64_t applied = atomic_load(&s->applied_index);
+	for (read_req **pp = &s->reads_wait_apply; *pp;) {
+		read_req *r = *pp;
+		if (r->index <= applied) {
+			*pp = r->next;
+			if (r->kind == READ_BARRIER) {
+				r->done(r->arg, 0, NULL, NULL);
+				ms_free(r);
+			} else {
+				read_dispatch(s, r);
+			}
+		} else {
+			pp = &r->next;
+		}
+	}
+}
+
+static void on_read(void *ud, uint64_t read_id, uint64_t index)
+{
+	ms_server *s = ud;
+	if (read_id != s->read_round_id)
+		return; /* a round we gave up on */
+	read_req *r = s->reads_inflight;
+	s->reads_inflight = NULL;
+	s->read_round_id = 0;
+	while (r) {
+		read_req *next = r->next;
+		r->index = index;
+		r->next = s->reads_wait_apply;
+		s->reads_wait_apply = r;
+		r = next;
+	}
+	release_applied_reads(s);
+	start_read_round(s);
+}
+
+static void *reader_main(void *arg)
+{
+	ms_server *s = arg;
+	for (;;) {
+		ms_queue_wait(s->read_q);
+		read_req *r;
+		while ((r = ms_queue_pop(s->read_q))) {
+			if (r == (read_req *)s)
+				return NULL; /* stop */
+			ms_queue_kick(s->read_q);
+			memset(&r->err, 0, sizeof r->err);
+			if (r->kind == READ_RANGE) {
+				Etcdserverpb__RangeResponse *resp = NULL;
+				r->code = engine_range(s->eng, r->range, &resp, &r->err);
+				r->resp = resp ? &resp->base : NULL;
+			} else if (r->kind == READ_COMPACT_WAIT) {
+				r->code = engine_compact_wait(s->eng, r->rev);
+			} else if (r->kind == READ_HASHKV) {
+				uint32_t hash;
+				int64_t hrev, crev;
+				r->code = engine_hash_kv(s->eng, r->rev, &hash, &hrev, &crev, &r->err);
+				if (r->code == 0) {
+					Etcdserverpb__HashKVResponse *resp = ms_malloc(sizeof *resp);
+					Etcdserverpb__ResponseHeader *h = ms_malloc(sizeof *h);
+					MS_ASSERT(resp && h);
+					etcdserverpb__hash_kvresponse__init(resp);
+					etcdserverpb__response_header__init(h);
+					h->revision = hrev;
+					resp->header = h;
+					resp->hash = hash;
+					resp->compact_revision = crev ? crev : -1;
+					r->resp = &resp->base;
+				}
+			}
+			ms_queue_push(s->read_done_q, r);
+		}
+	}
+}
+
+static void on_read_done(evutil_socket_t fd, short what, void *arg)
+{
+	ms_server *s = arg;
+	ms_queue_ack(s->read_done_q);
+	read_req *r;
+	while ((r = ms_queue_pop(s->read_done_q))) {
+		if (r->resp)
+			ms_server_fill_resp_header(s, r->resp);
+		r->done(r->arg, r->code, r->resp, r->code ? r->err.msg : NULL);
+		if (r->range)
+			protobuf_c_message_free_unpacked(&r->range->base, &ms_pb_allocator);
+		ms_free(r);
+	}
+}
+
+/* ---- deadlines ---- */
+static void fail_expired_reads(read_req **list, int64_t now)
+{
+	for (read_req **pp = list; *pp;) {
+		read_req *r = *pp;
+		if (r->deadline && r->deadline <= now) {
+			*pp = r->next;
+			read_fail(r, MS_ETIMEOUT);
+		} else {
+			pp = &r->next;
+		}
+	}
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	ms_server *s = arg;
+	int64_t now = ms_now_mono_ns();
+	for (waiter *w = s->whead.next; w != &s->whead;) {
+		waiter *next = w->next;
+		if (w->deadline <= now) {
+			ms_server_waiter_take(s, w->id);
+			w->done(w->arg, MS_ETIMEOUT, NULL, NULL);
+			ms_free(w);
+		}
+		w = next;
+	}
+	fail_expired_reads(&s->reads_queued, now);
+	fail_expired_reads(&s->reads_inflight, now);
+	fail_expired_reads(&s->reads_wait_apply, now);
+}
+
+static int64_t default_deadline(const ms_server *s)
+{
+	/* etcd: 5 s plus two election timeouts */
+	return ms_now_mono_ns() + (5000 + 2 * (int64_t)s->cfg.election_ms) * 1000000;
+}
+
+/* ---- raft callbacks (loop) ---- */
+static void on_publish_done(void *arg, int code, ProtobufCMessage *resp, const char *msg);
+
+static void propose_publish(ms_server *s)
+{
+	if (atomic_load(&s->published) || s->publish_inflight || !s->leader)
+		return;
+	Msinternal__InternalRequest req = MSINTERNAL__INTERNAL_REQUEST__INIT;
+	Msinternal__PublishRequest pub = MSINTERNAL__PUBLISH_REQUEST__INIT;
+	Msinternal__Attributes attr = MSINTERNAL__ATTRIBUTES__INIT;
+	attr.name = (char *)s->cfg.name;
+	attr.n_client_urls = s->cfg.nclient_urls;
+	attr.client_urls = s->cfg.client_urls;
+	pub.member_id = s->id;
+	pub.attributes = &attr;
+	req.request_case = MSINTERNAL__INTERNAL_REQUEST__REQUEST_PUBLISH;
+	req.publish = &pub;
+	if (ms_server_propose(s, &req, 0, on_publish_done, s) == 0)
+		s->publish_inflight = true;
+}
+
+static void on_version_done(void *arg, int code, ProtobufCMessage *resp, const char *msg)
+{
+	ms_server *s = arg;
+	s->version_inflight = false;
+}
+
+static void propose_cluster_version(ms_server *s)
+{
+	if (s->cluster_version[0] || s->version_inflight || s->leader != s->id)
+		return;
+	Msinternal__InternalRequest req = MSINTERNAL__INTERNAL_REQUEST__INIT;
+	Msinternal__ClusterVersionRequest cv = MSINTERNAL__CLUSTER_VERSION_REQUEST__INIT;
+	cv.version = "3.4.0";
+	req.request_case = MSINTERNAL__INTERNAL_REQUEST__REQUEST_CLUSTER_VERSION;
+	req.cluster_version = &cv;
+	if (ms_server_propose(s, &req, 0, on_version_done, s) == 0)
+		s->version_inflight = true;
+}
+
+static void on_publish_done(void *arg, int code, ProtobufCMessage *resp, const char *msg)
+{
+	ms_server *s = arg;
+	s->publish_inflight = false;
+	if (code) {
+		propose_publish(s); /* retried until it commits, as etcd does */
+		return;
+	}
+	if (s->cfg.on_ready)
+		s->cfg.on_ready(s->cfg.ready_ud);
+	propose_cluster_version(s);
+}
+
+static void on_leader(void *ud, uint64_t leader, uint64_t term)
+{
+	ms_server *s = ud;
+	s->leader = leader;
+	s->term = term;
+	atomic_store(&s->atomic_leader, leader);
+	atomic_store(&s->atomic_term, term);
+	/* a ReadIndex round in flight may never be answered: start over */
+	if (s->read_round_id) {
+		read_req *r = s->reads_inflight;
+		while (r && r->next)
+			r = r->next;
+		if (r) {
+			r->next = s->reads_queued;
+			s->reads_queued = s->reads_inflight;
+		}
+		s->reads_inflight = NULL;
+		s->read_round_id = 0;
+	}
+	if (leader) {
+		propose_publish(s);
+		if (atomic_load(&s->published))
+			propose_cluster_version(s);
+		start_read_round(s);
+	}
+}
+
+static void on_applied(void *ud, uint64_t index)
+{
+	ms_server *s = ud;
+	atomic_store(&s->applied_index, index);
+	release_applied_reads(s);
+}
+
+/* ---- life cycle ---- */
+int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_server **out, ms_err *err)
+{
+	int rc;
+	ms_server *s = ms_calloc(1, sizeof *s);
+	if (!s)
+		return ms_err_set(err, MS_ENOMEM, "out of memory");
+	s->base = base;
+	s->cfg = *cfg;
+	if (!s->cfg.election_ms)
+		s->cfg.election_ms = 1000;
+	if (!s->cfg.heartbeat_ms)
+		s->cfg.heartbeat_ms = 100;
+	pthread_mutex_init(&s->members_mu, NULL);
+	s->whead.next = s->whead.prev = &s->whead;
+	s->wtab = ms_calloc(WTAB_SIZE, sizeof *s->wtab);
+	if (!s->wtab) {
+		rc = ms_err_set(err, MS_ENOMEM, "out of memory");
+		goto fail;
+	}
+	/* proposal ids: unique across restarts of this member */
+	s->next_req_id = (uint64_t)(ms_now_wall_ns() / 1000000) << 20;
+
+	bool fresh = false;
+	if ((rc = check_data_dir(cfg->data_dir, &fresh, err)))
+		goto fail;
+	char *msdir;
+	if ((rc = path_join(&msdir, cfg->data_dir, "metastore"))) {
+		ms_err_set(err, rc, "out of memory");
+		goto fail;
+	}
+	rc = path_join(&s->kv_dir, msdir, "kv");
+	if (!rc) {
+		if (cfg->wal_dir && *cfg->wal_dir)
+			rc = path_join(&s->raft_dir, cfg->wal_dir, "raft");
+		else
+			rc = path_join(&s->raft_dir, msdir, "raft");
+	}
+	if (!rc && fresh)
+		rc = mkdir_p(msdir, err);
+	if (!rc && fresh && cfg->wal_dir && *cfg->wal_dir)
+		rc = mkdir_p(cfg->wal_dir, err);
+	ms_free(msdir);
+	if (rc)
+		goto fail;
+
+	/* a member whose raft log does not exist yet is new (fresh directory,
+	 * or a store written by metastore-migrate) */
+	struct stat st;
+	bool new_member = stat(s->raft_dir, &st) != 0;
+	if (!new_member && stat(s->kv_dir, &st) != 0) {
+		rc = ms_err_set(err, MS_ECORRUPT, "data directory %s has a raft log but no key-value store (%s)",
+				cfg->data_dir, s->kv_dir);
+		goto fail;
+	}
+	if (new_member && !cfg->initial_cluster_new) {
+		rc = ms_err_set(err, MS_EUNSUPPORTED,
+				"--initial-cluster-state=existing (joining a running cluster) is not supported yet");
+		goto fail;
+	}
+	engine_opts eo = { .create_if_missing = new_member,
+			   .max_txn_ops = cfg->max_txn_ops,
+			   .quota_bytes = cfg->quota_backend_bytes };
+	if ((rc = engine_open(s->kv_dir, &eo, &s->eng, err)))
+		goto fail;
+
+	if (new_member) {
+		if ((rc = ms_members_bootstrap(s, err)))
+			goto fail;
+		if (!s->id) {
+			rc = ms_err_set(err, MS_EINVAL, "couldn't find local name \"%s\" in the initial cluster configuration",
+					cfg->name);
+			goto fail;
+		}
+	}
+	if ((rc = ms_members_load(s, err)))
+		goto fail;
+	if (s->cluster_version[0])
+		MS_INFO("etcdserver/api", "enabled capabilities for version %.3s", s->cluster_version);
+	if (s->members->n_members != 1) {
+		rc = ms_err_set(err, MS_EUNSUPPORTED,
+				"a cluster of %zu members needs the peer transport, which is not implemented yet; "
+				"only one-member clusters can be served",
+				s->members->n_members);
+		goto fail;
+	}
+	uint64_t *voters = ms_calloc(s->members->n_members, sizeof *voters);
+	if (!voters) {
+		rc = ms_err_set(err, MS_ENOMEM, "out of memory");
+		goto fail;
+	}
+	size_t nv = 0;
+	for (size_t i = 0; i < s->members->n_members; i++)
+		if (!s->members->members[i]->islearner)
+			voters[nv++] = s->members->members[i]->id;
+	atomic_store(&s->applied_index, engine_consistent_index(s->eng));
+	raft_node_config rc_cfg = {
+		.id = s->id,
+		.log_dir = s->raft_dir,
+		.create = new_member,
+		.voters = voters,
+		.nvoters = nv,
+		.applied = engine_consistent_index(s->eng),
+		.tick_ms = s->cfg.heartbeat_ms,
+		.election_ticks = s->cfg.election_ms / s->cfg.heartbeat_ms,
+		.base = base,
+		.cb = { ms_server_apply, on_applied, on_read, on_leader },
+		.ud = s,
+	};
+	rc = raft_node_new(&rc_cfg, &s->node, err);
+	ms_free(voters);
+	if (rc)
+		goto fail;
+
+	if ((rc = ms_queue_new(8192, &s->results_q)) || (rc = ms_queue_new(8192, &s->read_q)) ||
+	    (rc = ms_queue_new(8192, &s->read_done_q))) {
+		ms_err_set(err, rc, "cannot create queues");
+		goto fail;
+	}
+	*out = s;
+	return 0;
+fail:
+	ms_server_free(s);
+	return rc;
+}
+
+int ms_server_start(ms_server *s, ms_err *err)
+{
+	s->results_ev = event_new(s->base, ms_queue_fd(s->results_q), EV_READ | EV_PERSIST, ms_server_results_cb, s);
+	s->read_done_ev = event_new(s->base, ms_queue_fd(s->read_done_q), EV_READ | EV_PERSIST, on_read_done, s);
+	s->sweep_ev = event_new(s->base, -1, EV_PERSIST, on_sweep, s);
+	if (!s->results_ev || !s->read_done_ev || !s->sweep_ev)
+		return ms_err_set(err, MS_ENOMEM, "out of memory");
+	struct timeval tv = { 0, 100000 };
+	event_add(s->results_ev, NULL);
+	event_add(s->read_done_ev, NULL);
+	event_add(s->sweep_ev, &tv);
+
+	s->nreaders = s->cfg.reader_threads > 0 ? s->cfg.reader_threads : 2;
+	s->readers = ms_calloc((size_t)s->nreaders, sizeof *s->readers);
+	if (!s->readers)
+		return ms_err_set(err, MS_ENOMEM, "out of memory");
+	for (int i = 0; i < s->nreaders; i++)
+		if (pthread_create(&s->readers[i], NULL, reader_main, s) != 0) {
+			s->nreaders = i;
+			return ms_err_set(err, MS_EIO, "cannot start reader threads");
+		}
+	return raft_node_start(s->node, err);
+}
+
+static void fail_reads(read_req *r)
+{
+	while (r) {
+		read_req *next = r->next;
+		read_fail(r, MS_ESTOPPED);
+		r = next;
+	}
+}
+
+void ms_server_free(ms_server *s)
+{
+	if (!s)
+		return;
+	/* stop the threads that could still post results, then fail what waits */
+	raft_node_free(s->node);
+	s->node = NULL;
+	for (int i = 0; i < s->nreaders; i++)
+		ms_queue_push(s->read_q, s);
+	for (int i = 0; i < s->nreaders; i++)
+		pthread_join(s->readers[i], NULL);
+	ms_free(s->readers);
+	if (s->results_q)
+		ms_server_results_cb(-1, 0, s);
+	if (s->read_done_q)
+		on_read_done(-1, 0, s);
+	if (s->read_q) {
+		read_req *r;
+		while ((r = ms_queue_pop(s->read_q)))
+			if (r != (read_req *)s)
+				read_fail(r, MS_ESTOPPED);
+	}
+	fail_reads(s->reads_queued);
+	fail_reads(s->reads_inflight);
+	fail_reads(s->reads_wait_apply);
+	if (s->wtab) {
+		while (s->whead.next != &s->whead) {
+			waiter *w = s->whead.next;
+			ms_server_waiter_take(s, w->id);
+			w->done(w->arg, MS_ESTOPPED, NULL, NULL);
+			ms_free(w);
+		}
+	}
+	if (s->results_ev)
+		event_free(s->results_ev);
+	if (s->read_done_ev)
+		event_free(s->read_done_ev);
+	if (s->sweep_ev)
+		event_free(s->sweep_ev);
+	ms_queue_del(s->results_q);
+	ms_queue_del(s->read_q);
+	ms_queue_del(s->read_done_q);
+	engine_close(s->eng);
+	if (s->members)
+		protobuf_c_message_free_unpacked(&s->members->base, &ms_pb_allocator);
+	pthread_mutex_destroy(&s->members_mu);
+	ms_free(s->wtab);
+	ms_free(s->kv_dir);
+	ms_free(s->raft_dir);
+	ms_free(s);
+}
+
+/* ---- requests ---- */
+int ms_server_propose(ms_server *s, Msinternal__InternalRequest *req, int64_t deadline, ms_done_fn done, void *arg)
+{
+	if (!s->leader)
+		return MS_ENO_LEADER;
+	req->id = ++s->next_req_id;
+	req->proposer = s->id;
+	size_t len = msinternal__internal_request__get_packed_size(req);
+	if (len > s->cfg.max_request_bytes)
+		return MS_EREQ_TOO_LARGE;
+	uint8_t stackbuf[4096];
+	uint8_t *buf = len <= sizeof stackbuf ? stackbuf : ms_malloc(len);
+	if (!buf)
+		return MS_ENOMEM;
+	msinternal__internal_request__pack(req, buf);
+	waiter *w = ms_malloc(sizeof *w);
+	if (!w) {
+		if (buf != stackbuf)
+			ms_free(buf);
+		return MS_ENOMEM;
+	}
+	*w = (waiter){ .id = req->id, .deadline = deadline ? deadline : default_deadline(s), .done = done, .arg = arg };
+	/* registered before proposing: a one-member apply can be quick */
+	waiter_insert(s, w);
+	int rc = raft_node_propose(s->node, buf, len);
+	if (buf != stackbuf)
+		ms_free(buf);
+	if (rc) {
+		ms_server_waiter_take(s, w->id);
+		ms_free(w);
+	}
+	return rc;
+}
+
+static int queue_read(ms_server *s, read_req *r, bool linearizable)
+{
+	if (!linearizable) {
+		read_dispatch(s, r);
+		return 0;
+	}
+	if (!s->leader)
+		return MS_ENO_LEADER;
+	r->next = s->reads_queued;
+	s->reads_queued = r;
+	start_read_round(s);
+	return 0;
+}
+
+int ms_server_range(ms_server *s, Etcdserverpb__RangeRequest *rr, int64_t deadline, ms_done_fn done, void *arg)
+{
+	read_req *r = ms_calloc(1, sizeof *r);
+	if (!r)
+		return MS_ENOMEM;
+	r->kind = READ_RANGE;
+	r->range = rr;
+	r->deadline = deadline ? deadline : default_deadline(s);
+	r->done = done;
+	r->arg = arg;
+	int rc = queue_read(s, r, !rr->serializable);
+	if (rc)
+		ms_free(r); /* the caller still owns rr on failure */
+	return rc;
+}
+
+int ms_server_hash_kv(ms_server *s, int64_t rev, ms_done_fn done, void *arg)
+{
+	read_req *r = ms_calloc(1, sizeof *r);
+	if (!r)
+		return MS_ENOMEM;
+	r->kind = READ_HASHKV;
+	r->rev = rev;
+	r->deadline = default_deadline(s);
+	r->done = done;
+	r->arg = arg;
+	read_dispatch(s, r);
+	return 0;
+}
+
+int ms_server_compact_wait(ms_server *s, int64_t rev, ms_done_fn done, void *arg)
+{
+	read_req *r = ms_calloc(1, sizeof *r);
+	if (!r)
+		return MS_ENOMEM;
+	r->kind = READ_COMPACT_WAIT;
+	r->rev = rev;
+	r->done = done;
+	r->arg = arg;
+	read_dispatch(s, r);
+	return 0;
+}
+
+int ms_server_read_barrier(ms_server *s, int64_t deadline, ms_done_fn done, void *arg)
+{
+	read_req *r = ms_calloc(1, sizeof *r);
+	if (!r)
+		return MS_ENOMEM;
+	r->kind = READ_BARRIER;
+	r->deadline = deadline ? deadline : default_deadline(s);
+	r->done = done;
+	r->arg = arg;
+	int rc = queue_read(s, r, true);
+	if (rc)
+		ms_free(r);
+	return rc;
+}
+
+/* ---- identity and status ---- */
+uint64_t ms_server_id(const ms_server *s) { return s->id; }
+uint64_t ms_server_cluster_id(const ms_server *s) { return s->cluster_id; }
+uint64_t ms_server_term(const ms_server *s) { return s->term; }
+uint64_t ms_server_leader(const ms_server *s) { return s->leader; }
+size_t ms_server_max_request_bytes(const ms_server *s) { return s->cfg.max_request_bytes; }
+
+void ms_server_fill_header(const ms_server *s, Etcdserverpb__ResponseHeader *h, int64_t rev)
+{
+	h->cluster_id = s->cluster_id;
+	h->member_id = s->id;
+	h->raft_term = s->term;
+	if (rev >= 0)
+		h->revision = rev;
+}
+
+int ms_server_fill_resp_header(const ms_server *s, ProtobufCMessage *resp)
+{
+	const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(resp->descriptor, "header");
+	if (!f || f->type != PROTOBUF_C_TYPE_MESSAGE)
+		return MS_EINVAL;
+	Etcdserverpb__ResponseHeader **hp = (Etcdserverpb__ResponseHeader **)((char *)resp + f->offset);
+	if (!*hp) {
+		*hp = ms_malloc(sizeof **hp);
+		if (!*hp)
+			return MS_ENOMEM;
+		etcdserverpb__response_header__init(*hp);
+	}
+	ms_server_fill_header(s, *hp, -1);
+	return 0;
+}
+
+void ms_server_get_status(const ms_server *s, ms_server_status *st)
+{
+	memset(st, 0, sizeof *st);
+	st->leader = s->leader;
+	st->raft_term = s->term;
+	st->raft_index = raft_node_commit(s->node);
+	st->raft_applied_index = atomic_load(&((ms_server *)s)->applied_index);
+	st->db_size = engine_db_size(s->eng);
+	st->db_size_in_use = engine_db_size_in_use(s->eng);
+	st->revision = engine_current_rev(s->eng);
+}

@@ -1,0 +1,114 @@
+/* server.h — the etcd server core: membership and IDs, the one write path
+ * (internal request -> raft log -> apply, results routed back to the waiting
+ * call), linearizable and serializable reads, status.
+ *
+ * Threads: ms_server_new/start/stop and every request function run on the
+ * event loop thread that owns the server; completion callbacks run on that
+ * same thread. Internally: a log writer thread (raft/), the apply thread,
+ * and a pool of reader threads so a large range never stalls the loop.
+ *
+ * Data directory layout: <data-dir>/metastore/{kv,raft} (engine store, raft
+ * log). A data directory holding anything else (an etcd member/ directory,
+ * stray files) is refused at start-up, never served or overwritten. */
+#ifndef MS_SERVER_H
+#define MS_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/ms.h"
+#include "internal.pb-c.h"
+#include "rpc.pb-c.h"
+
+struct event_base;
+
+typedef struct ms_server ms_server;
+
+typedef struct ms_peer {
+	char *name;
+	char **peer_urls;
+	size_t npeer_urls;
+} ms_peer;
+
+typedef struct ms_server_config {
+	const char *name;
+	const char *data_dir;
+	const char *wal_dir;                /* NULL/"" = <data-dir>/metastore/raft */
+	char **client_urls;                 /* advertised */
+	size_t nclient_urls;
+	char **peer_urls;                   /* initial-advertise-peer-urls */
+	size_t npeer_urls;
+	ms_peer *initial_cluster;
+	size_t ninitial_cluster;
+	bool initial_cluster_new;           /* --initial-cluster-state new */
+	const char *initial_cluster_token;
+	size_t max_request_bytes;
+	int max_txn_ops;
+	int64_t quota_backend_bytes;
+	int heartbeat_ms, election_ms;
+	uint64_t snapshot_count;
+	int reader_threads;                 /* 0 = 2 */
+	/* loop: this member has published itself through raft and may serve
+	 * clients (etcd's ReadyNotify). */
+	void (*on_ready)(void *ud);
+	void *ready_ud;
+} ms_server_config;
+
+/* Opens (or creates) the data directory and recovers state. Refuses a
+ * foreign or damaged directory with a message in err. */
+int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_server **out, ms_err *err);
+/* Starts raft and the threads; publishes this member once a leader exists. */
+int ms_server_start(ms_server *s, ms_err *err);
+/* Stops threads, fails pending requests with MS_ESTOPPED, frees. */
+void ms_server_free(ms_server *s);
+
+/* ---- identity and status (loop thread) ---- */
+uint64_t ms_server_id(const ms_server *s);
+uint64_t ms_server_cluster_id(const ms_server *s);
+uint64_t ms_server_term(const ms_server *s);
+uint64_t ms_server_leader(const ms_server *s);  /* 0 = none known */
+/* Fills cluster_id, member_id, raft_term (and revision when rev >= 0). */
+void ms_server_fill_header(const ms_server *s, Etcdserverpb__ResponseHeader *h, int64_t rev);
+size_t ms_server_max_request_bytes(const ms_server *s);
+/* Fills the `header` field of any etcd response message (allocating it when
+ * absent): cluster_id, member_id, raft_term; the revision is left as set. */
+int ms_server_fill_resp_header(const ms_server *s, ProtobufCMessage *resp);
+
+typedef struct ms_server_status {
+	uint64_t leader, raft_index, raft_term, raft_applied_index;
+	int64_t db_size, db_size_in_use, revision;
+	bool is_learner;
+} ms_server_status;
+void ms_server_get_status(const ms_server *s, ms_server_status *st);
+
+/* The member list; caller frees with ms_server_members_free. */
+int ms_server_members(ms_server *s, Etcdserverpb__Member ***out, size_t *n);
+void ms_server_members_free(Etcdserverpb__Member **m, size_t n);
+
+/* ---- requests ----
+ * done(arg, code, resp, msg): code 0 and resp (ownership moves to the
+ * callee; free with protobuf_c_message_free_unpacked(resp, &ms_pb_allocator)),
+ * or a negative MS_E* code with resp NULL and msg a detail (may be NULL). */
+typedef void (*ms_done_fn)(void *arg, int code, ProtobufCMessage *resp, const char *msg);
+
+/* Proposes req through raft (req is packed here; the caller keeps
+ * ownership). deadline: absolute ms_now_mono_ns, 0 = the default request
+ * timeout. The response type follows the request: PutResponse,
+ * DeleteRangeResponse, TxnResponse, CompactionResponse, LeaseGrantResponse,
+ * LeaseRevokeResponse. */
+int ms_server_propose(ms_server *s, Msinternal__InternalRequest *req, int64_t deadline, ms_done_fn done,
+		      void *arg);
+/* Range; ownership of r moves to the server (freed with ms_pb_allocator).
+ * Linearizable unless r->serializable: waits for a ReadIndex and for apply to
+ * reach it, then reads on a reader thread. */
+int ms_server_range(ms_server *s, Etcdserverpb__RangeRequest *r, int64_t deadline, ms_done_fn done,
+		    void *arg);
+/* HashKV at rev (0 = current), computed on a reader thread. */
+int ms_server_hash_kv(ms_server *s, int64_t rev, ms_done_fn done, void *arg);
+/* Waits (on a reader thread) until the physical removal for a compaction
+ * at rev has finished, then done(arg, 0, NULL, NULL). */
+int ms_server_compact_wait(ms_server *s, int64_t rev, ms_done_fn done, void *arg);
+/* A linearizable barrier (ReadIndex + wait for apply): for /health. */
+int ms_server_read_barrier(ms_server *s, int64_t deadline, ms_done_fn done, void *arg);
+
+#endif

@@ -1,0 +1,108 @@
+/* server_int.h — the server's private state, shared by its .c files. */
+#ifndef MS_SERVER_INT_H
+#define MS_SERVER_INT_H
+
+#include <pthread.h>
+#include <event2/util.h>
+#include <stdatomic.h>
+
+#include "engine/engine.h"
+#include "raft/raft.h"
+#include "server/server.h"
+
+/* A call waiting for its proposal to be applied. */
+typedef struct waiter {
+	uint64_t id;
+	int64_t deadline;
+	ms_done_fn done;
+	void *arg;
+	struct waiter *hnext;          /* hash chain */
+	struct waiter *prev, *next;    /* all waiters, for the deadline sweep */
+} waiter;
+
+/* A read waiting for ReadIndex and apply, or queued for a reader thread. */
+typedef enum { READ_RANGE, READ_HASHKV, READ_BARRIER, READ_COMPACT_WAIT } read_kind;
+typedef struct read_req {
+	read_kind kind;
+	Etcdserverpb__RangeRequest *range; /* owned */
+	int64_t rev;                       /* HASHKV */
+	int64_t deadline;
+	uint64_t index;                    /* read index, once known */
+	ms_done_fn done;
+	void *arg;
+	/* filled by the reader thread */
+	int code;
+	ProtobufCMessage *resp;
+	ms_err err;
+	struct read_req *next;
+} read_req;
+
+/* What the apply thread hands back to the loop for one of our proposals. */
+typedef struct apply_result {
+	uint64_t id;
+	int code;
+	ProtobufCMessage *resp;
+	char msg[];
+} apply_result;
+
+struct ms_server {
+	struct event_base *base;
+	ms_server_config cfg;
+	char *kv_dir, *raft_dir;
+
+	uint64_t id, cluster_id;
+	engine *eng;
+	raft_node *node;
+
+	/* membership (loop thread; apply thread updates under members_mu) */
+	pthread_mutex_t members_mu;
+	Etcdserverpb__MemberListResponse *members;
+	char cluster_version[16];
+	_Atomic bool published;
+	bool publish_inflight, version_inflight;
+
+	/* proposals waiting for apply (loop thread) */
+	waiter **wtab;
+	size_t wtab_size, nwaiters;
+	waiter whead; /* list sentinel */
+	uint64_t next_req_id;
+	struct event *sweep_ev;
+
+	/* linearizable reads (loop thread) */
+	read_req *reads_queued;      /* waiting for the next ReadIndex round */
+	read_req *reads_inflight;    /* the round in flight */
+	uint64_t read_round_id;      /* id of the round in flight (0 = none) */
+	uint64_t next_read_round;
+	read_req *reads_wait_apply;  /* read index known, waiting for apply */
+
+	/* threads */
+	ms_queue *results_q;         /* apply -> loop */
+	struct event *results_ev;
+	ms_queue *read_q, *read_done_q; /* loop -> readers -> loop */
+	struct event *read_done_ev;
+	pthread_t *readers;
+	int nreaders;
+
+	uint64_t leader, term;
+	_Atomic uint64_t applied_index;
+	_Atomic uint64_t atomic_term, atomic_leader;
+};
+
+/* server.c: unlinks and returns the waiter for a proposal id, or NULL. */
+waiter *ms_server_waiter_take(ms_server *s, uint64_t id);
+/* apply.c: the raft apply callback (apply thread). */
+int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n);
+/* apply.c: completes results posted by the apply thread (loop). */
+void ms_server_results_cb(evutil_socket_t fd, short what, void *arg);
+
+/* members.c */
+uint64_t ms_member_id(char **peer_urls, size_t n, const char *token);
+uint64_t ms_cluster_id(const uint64_t *ids, size_t n);
+int ms_members_load(ms_server *s, ms_err *err);
+int ms_members_bootstrap(ms_server *s, ms_err *err);
+/* Packs the member list for the meta record (apply thread or bootstrap). */
+uint8_t *ms_members_pack(const Etcdserverpb__MemberListResponse *m, size_t *len);
+/* Applies a publish (apply thread): sets name + client URLs; returns true if changed. */
+bool ms_members_apply_publish(ms_server *s, const Msinternal__PublishRequest *p);
+
+#endif
