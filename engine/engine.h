@@ -90,8 +90,10 @@ int engine_hash_kv(engine *e, int64_t rev, uint32_t *hash, int64_t *hash_rev, in
  * start_rev <= mod revision <= end_rev on keys in [key, range_end) (etcd range
  * conventions), in revision order, at most max_events events (0 = no limit);
  * *next_rev is where to continue. prev_kv is filled when want_prev is set.
- * MS_ECOMPACTED when start_rev <= compacted revision. fn returning non-zero
- * stops the walk and is returned. Events are only valid during the call. */
+ * MS_ECOMPACTED when start_rev < compacted revision (etcd's watch rule:
+ * a watch from the compact revision itself still works). fn returning
+ * non-zero stops the walk and is returned. Events are only valid during the
+ * call. A walk cut by max_events ends on a revision boundary. */
 typedef int (*engine_event_fn)(void *arg, const Mvccpb__Event *ev);
 int engine_history(engine *e, const uint8_t *key, size_t key_len, const uint8_t *range_end,
 		   size_t range_end_len, int64_t start_rev, int64_t end_rev, bool want_prev, size_t max_events,
@@ -106,7 +108,9 @@ int engine_history(engine *e, const uint8_t *key, size_t key_len, const uint8_t 
  * consistent index atomically (one WriteBatch; no fsync needed: the raft log
  * is the durable record and is replayed from the consistent index).
  * Events (for watchers) of committed ops are handed to the events callback
- * given at begin, in revision order, after the WriteBatch is written. */
+ * given at begin, in revision order, after the WriteBatch is written; the
+ * engine frees evs and every event after fn returns, except events fn took
+ * by setting evs[i] = NULL (it then frees them with ms_pb_allocator). */
 typedef void (*engine_events_fn)(void *arg, int64_t rev, Mvccpb__Event **evs, size_t n);
 int engine_apply_begin(engine *e, engine_events_fn on_events, void *arg, engine_apply **out, ms_err *err);
 int engine_apply_put(engine_apply *a, const Etcdserverpb__PutRequest *r, Etcdserverpb__PutResponse **out,

@@ -544,3 +544,13 @@ uint64_t raft_node_commit(const raft_node *n) { return raft_core_commit(n->core)
 uint64_t raft_node_applied(const raft_node *n) { return atomic_load(&((raft_node *)n)->applied); }
 uint64_t raft_node_last_index(const raft_node *n) { return raft_core_last_index(n->core); }
 bool raft_node_is_leader(const raft_node *n) { return raft_core_role(n->core) == RAFT_LEADER; }
+
+int raft_node_conf_change_decode(const uint8_t *data, size_t len, raft_node_conf_change *out)
+{
+	raft_conf_change cc;
+	int rc = raft_conf_change_decode(data, len, &cc);
+	if (rc)
+		return rc;
+	*out = (raft_node_conf_change){ (raft_node_cc_type)cc.type, cc.node_id, cc.context, cc.context_len };
+	return 0;
+}

@@ -36,6 +36,18 @@ typedef struct raft_node_entry {
 	size_t len;
 } raft_node_entry;
 
+/* A membership change carried by a CONF_CHANGE entry. */
+typedef enum { RAFT_NODE_ADD_VOTER = 0, RAFT_NODE_ADD_LEARNER = 1, RAFT_NODE_REMOVE = 2 } raft_node_cc_type;
+typedef struct raft_node_conf_change {
+	raft_node_cc_type type;
+	uint64_t node_id;
+	const uint8_t *context; /* the member record; borrowed from the entry */
+	size_t context_len;
+} raft_node_conf_change;
+/* Decodes a CONF_CHANGE entry's data. MS_EINVAL when malformed. A new
+ * cluster's log starts with one committed ADD_VOTER per initial member. */
+int raft_node_conf_change_decode(const uint8_t *data, size_t len, raft_node_conf_change *cc);
+
 typedef struct raft_node_callbacks {
 	/* apply thread: apply entries (in order; index > the applied index the
 	 * node was created with). Return 0, or a negative code: fatal (the

@@ -145,6 +145,15 @@ int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n)
 			continue; /* already in the engine: exactly once */
 		last = e->index;
 		if (e->type == RAFT_NODE_ENTRY_CONF_CHANGE) {
+			raft_node_conf_change cc;
+			if ((rc = raft_node_conf_change_decode(e->data, e->len, &cc))) {
+				ms_err_set(&err, MS_ECORRUPT, "conf change entry %llu does not decode",
+					   (unsigned long long)e->index);
+				break;
+			}
+			/* the bootstrap entries re-add the initial members: no-ops */
+			if (cc.type == RAFT_NODE_ADD_VOTER && ms_members_has(s, cc.node_id))
+				continue;
 			rc = ms_err_set(&err, MS_EUNSUPPORTED, "membership changes are not supported yet");
 			break;
 		}

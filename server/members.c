@@ -232,3 +232,13 @@ void ms_server_members_free(Etcdserverpb__Member **m, size_t n)
 		protobuf_c_message_free_unpacked(&m[i]->base, &ms_pb_allocator);
 	ms_free(m);
 }
+
+bool ms_members_has(ms_server *s, uint64_t id)
+{
+	bool found = false;
+	pthread_mutex_lock(&s->members_mu);
+	for (size_t i = 0; i < s->members->n_members && !found; i++)
+		found = s->members->members[i]->id == id && !s->members->members[i]->islearner;
+	pthread_mutex_unlock(&s->members_mu);
+	return found;
+}

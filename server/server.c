@@ -208,8 +208,10 @@ static void *reader_main(void *arg)
 		ms_queue_wait(s->read_q);
 		read_req *r;
 		while ((r = ms_queue_pop(s->read_q))) {
-			if (r == (read_req *)s)
-				return NULL; /* stop */
+			if (r == (read_req *)s) {
+				ms_queue_kick(s->read_q); /* the other readers' sentinels */
+				return NULL;
+			}
 			ms_queue_kick(s->read_q);
 			memset(&r->err, 0, sizeof r->err);
 			if (r->kind == READ_RANGE) {

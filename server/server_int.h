@@ -102,6 +102,8 @@ int ms_members_load(ms_server *s, ms_err *err);
 int ms_members_bootstrap(ms_server *s, ms_err *err);
 /* Packs the member list for the meta record (apply thread or bootstrap). */
 uint8_t *ms_members_pack(const Etcdserverpb__MemberListResponse *m, size_t *len);
+/* True when id is a voting member. */
+bool ms_members_has(ms_server *s, uint64_t id);
 /* Applies a publish (apply thread): sets name + client URLs; returns true if changed. */
 bool ms_members_apply_publish(ms_server *s, const Msinternal__PublishRequest *p);
 

@@ -12,6 +12,7 @@ FAILS=0
 PASSES=0
 
 cleanup() {
+	exec 2>/dev/null # no job-control noise about the processes we kill
 	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
 	wait 2>/dev/null
 	if [ "$FAILS" -eq 0 ] && [ -z "${KEEP_TMP:-}" ]; then rm -rf "$TMP"; else echo "  (kept $TMP)"; fi

@@ -1,0 +1,515 @@
+/* grpc_call.c — one gRPC call on an HTTP/2 stream: message reassembly,
+ * response framing and back-pressure, status trailers, and the wire helpers
+ * (grpc-timeout, grpc-message percent-encoding). */
+#include "api/grpc_int.h"
+
+#include <limits.h>
+#include <protobuf-c/protobuf-c.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- wire helpers ---- */
+
+int grpc_timeout_parse(const char *s, int64_t *ns)
+{
+	size_t n = strlen(s);
+	if (n < 2 || n > 9) /* spec: 1..8 digits and a unit */
+		return MS_EINVAL;
+	int64_t unit;
+	switch (s[n - 1]) {
+	case 'H': unit = 3600LL * 1000000000LL; break;
+	case 'M': unit = 60LL * 1000000000LL; break;
+	case 'S': unit = 1000000000LL; break;
+	case 'm': unit = 1000000LL; break;
+	case 'u': unit = 1000LL; break;
+	case 'n': unit = 1; break;
+	default: return MS_EINVAL;
+	}
+	int64_t v = 0;
+	for (size_t i = 0; i + 1 < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return MS_EINVAL;
+		v = v * 10 + (s[i] - '0'); /* <= 99999999: no overflow */
+	}
+	*ns = v > INT64_MAX / unit ? INT64_MAX : v * unit;
+	return 0;
+}
+
+char *grpc_percent_encode(const char *msg)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	size_t n = 0;
+	for (const unsigned char *p = (const unsigned char *)msg; *p; p++)
+		n += (*p < 0x20 || *p > 0x7e || *p == '%') ? 3 : 1;
+	char *out = ms_malloc(n + 1), *o = out;
+	if (!out)
+		return NULL;
+	for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
+		if (*p < 0x20 || *p > 0x7e || *p == '%') {
+			*o++ = '%';
+			*o++ = hex[*p >> 4];
+			*o++ = hex[*p & 15];
+		} else {
+			*o++ = (char)*p;
+		}
+	}
+	*o = 0;
+	return out;
+}
+
+/* ---- lifetime ---- */
+
+/* Message bytes held for a call are counted on the connection: with many
+ * streams each sending part of a big message, memory is bounded by
+ * GRPC_MAX_CONN_PARTIAL rather than by streams x max_recv_msg. */
+static void partial_release(grpc_call *call)
+{
+	if (call->conn && call->in_msg)
+		call->conn->partial_bytes -= call->msg_got;
+	call->in_msg = false;
+}
+
+int grpc_call_new_internal(grpc_conn *c, int32_t stream_id, grpc_call **out)
+{
+	grpc_call *call = ms_calloc(1, sizeof *call);
+	if (!call)
+		return MS_ENOMEM;
+	call->conn = c;
+	call->stream_id = stream_id;
+	call->refs = 1;
+	call->next = c->calls;
+	if (c->calls)
+		c->calls->prev = call;
+	c->calls = call;
+	*out = call;
+	return 0;
+}
+
+static void call_free(grpc_call *call)
+{
+	for (size_t i = 0; i < call->nmd; i++) {
+		ms_free(call->md[i].name);
+		ms_free(call->md[i].value);
+	}
+	ms_free(call->md);
+	ms_free(call->path);
+	ms_free(call->encoding);
+	ms_free(call->content_type);
+	ms_free(call->msg);
+	ms_free(call->out.p);
+	ms_free(call->message);
+	ms_free(call);
+}
+
+void grpc_call_ref(grpc_call *call) { call->refs++; }
+
+void grpc_call_unref(grpc_call *call)
+{
+	MS_ASSERT(call->refs > 0);
+	if (--call->refs == 0)
+		call_free(call);
+}
+
+void grpc_call_on_stream_close(grpc_call *call)
+{
+	if (call->closed)
+		return;
+	call->closed = true;
+	call->finished = true;
+	partial_release(call);
+	grpc_conn *c = call->conn;
+	if (c) {
+		if (call->prev)
+			call->prev->next = call->next;
+		else if (c->calls == call)
+			c->calls = call->next;
+		if (call->next)
+			call->next->prev = call->prev;
+		call->prev = call->next = NULL;
+		call->conn = NULL; /* a handler's ref may outlive the connection */
+	}
+	if (call->method && call->method->on_close)
+		call->method->on_close(call, call->method->ud);
+	grpc_call_unref(call);
+}
+
+bool grpc_call_closed(const grpc_call *call) { return call->closed || call->finished; }
+void grpc_call_set_data(grpc_call *call, void *data) { call->data = data; }
+void *grpc_call_data(const grpc_call *call) { return call->data; }
+const char *grpc_call_path(const grpc_call *call) { return call->path ? call->path : ""; }
+int64_t grpc_call_deadline(const grpc_call *call) { return call->deadline; }
+
+const char *grpc_call_metadata(const grpc_call *call, const char *name)
+{
+	for (size_t i = 0; i < call->nmd; i++)
+		if (strcmp(call->md[i].name, name) == 0)
+			return call->md[i].value;
+	return NULL;
+}
+
+int grpc_call_add_header(grpc_call *call, const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen)
+{
+	call->md_bytes += nlen + vlen + 32;
+	if (call->md_bytes > GRPC_MAX_METADATA_BYTES)
+		return MS_EINVAL;
+	if (call->nmd == call->capmd) {
+		size_t cap = call->capmd ? call->capmd * 2 : 8;
+		grpc_md *md = ms_realloc(call->md, cap * sizeof *md);
+		if (!md)
+			return MS_ENOMEM;
+		call->md = md;
+		call->capmd = cap;
+	}
+	char *n = ms_strndup((const char *)name, nlen), *v = ms_strndup((const char *)value, vlen);
+	if (!n || !v) {
+		ms_free(n);
+		ms_free(v);
+		return MS_ENOMEM;
+	}
+	call->md[call->nmd].name = n;
+	call->md[call->nmd].value = v;
+	call->nmd++;
+	return 0;
+}
+
+/* ---- receiving ---- */
+
+static void deliver(grpc_call *call, const uint8_t *msg, size_t len)
+{
+	bool first = !call->got_message;
+	call->got_message = true;
+	/* unary and server-streaming: exactly one request message; grpc-go
+	 * reads one and ignores what follows */
+	if (!first && call->method->kind != GRPC_BIDI_STREAM)
+		return;
+	grpc_call_ref(call); /* the handler may drop the last other ref */
+	call->method->on_message(call, msg, len, call->method->ud);
+	grpc_call_unref(call);
+}
+
+/* A message header arrived: checks flag and size; false when the call ended. */
+static bool start_message(grpc_call *call)
+{
+	uint8_t flag = call->hdr[0];
+	uint32_t len = (uint32_t)call->hdr[1] << 24 | (uint32_t)call->hdr[2] << 16 | (uint32_t)call->hdr[3] << 8 |
+		       call->hdr[4];
+	char buf[160];
+	if (flag == 1) {
+		/* the words grpc-go's checkRecvPayload uses */
+		if (!call->encoding || !*call->encoding || strcmp(call->encoding, "identity") == 0) {
+			grpc_call_finish(call, GRPC_INTERNAL, "grpc: compressed flag set with identity or empty encoding");
+		} else {
+			snprintf(buf, sizeof buf, "grpc: Decompressor is not installed for grpc-encoding \"%.60s\"",
+				 call->encoding);
+			grpc_call_finish(call, GRPC_UNIMPLEMENTED, buf);
+		}
+		return false;
+	}
+	if (flag != 0) {
+		snprintf(buf, sizeof buf, "grpc: received unexpected payload format %u", flag);
+		grpc_call_finish(call, GRPC_INTERNAL, buf);
+		return false;
+	}
+	size_t max = call->conn->opts.max_recv_msg;
+	if (len > max) {
+		snprintf(buf, sizeof buf, "grpc: received message larger than max (%u vs. %zu)", len, max);
+		grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, buf);
+		return false;
+	}
+	call->msg_len = len;
+	call->msg_got = 0;
+	call->in_msg = true;
+	return true;
+}
+
+/* Copies k more bytes of the current message; false when the call ended. */
+static bool partial_add(grpc_call *call, const uint8_t *data, size_t k)
+{
+	grpc_conn *c = call->conn;
+	if (k == 0)
+		return true;
+	if (c->partial_bytes + k > GRPC_MAX_CONN_PARTIAL) {
+		grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "grpc: too much partial request data on the connection");
+		return false;
+	}
+	if (call->msg_cap < call->msg_got + k) {
+		/* grows with what arrived, not with what the header claims */
+		size_t cap = call->msg_cap ? call->msg_cap : 16384;
+		while (cap < call->msg_got + k)
+			cap *= 2;
+		cap = MS_MIN(cap, call->msg_len);
+		uint8_t *p = ms_realloc(call->msg, cap);
+		if (!p) {
+			grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "grpc: out of memory");
+			return false;
+		}
+		call->msg = p;
+		call->msg_cap = cap;
+	}
+	memcpy(call->msg + call->msg_got, data, k);
+	call->msg_got += k;
+	c->partial_bytes += k;
+	return true;
+}
+
+void grpc_call_on_data(grpc_call *call, const uint8_t *data, size_t len)
+{
+	while (len > 0 && !call->finished) {
+		/* unknown path; or unary / server-streaming after its one message:
+		 * grpc-go reads no further, so neither do we */
+		if (!call->method || (call->got_message && call->method->kind != GRPC_BIDI_STREAM))
+			return;
+		if (!call->in_msg) {
+			size_t k = MS_MIN(len, 5 - call->hdr_got);
+			memcpy(call->hdr + call->hdr_got, data, k);
+			call->hdr_got += k;
+			data += k;
+			len -= k;
+			if (call->hdr_got < 5)
+				return;
+			call->hdr_got = 0;
+			if (!start_message(call))
+				return;
+			if (len >= call->msg_len) { /* whole message in this chunk: no copy */
+				size_t m = call->msg_len;
+				call->in_msg = false;
+				deliver(call, m ? data : (const uint8_t *)"", m);
+				data += m;
+				len -= m;
+				continue;
+			}
+		}
+		size_t k = MS_MIN(len, call->msg_len - call->msg_got);
+		if (!partial_add(call, data, k))
+			return;
+		data += k;
+		len -= k;
+		if (call->msg_got == call->msg_len) {
+			partial_release(call);
+			deliver(call, call->msg, call->msg_len);
+			/* a big buffer is not kept around for an idle stream */
+			if (call->msg_cap > 64 * 1024) {
+				ms_free(call->msg);
+				call->msg = NULL;
+				call->msg_cap = 0;
+			}
+		}
+	}
+}
+
+void grpc_call_on_half_close(grpc_call *call)
+{
+	if (call->finished || !call->method)
+		return;
+	/* grpc-go: a cut message is Internal "unexpected EOF"; a unary or
+	 * server-streaming request without a message ends as io.EOF would */
+	if (call->in_msg || call->hdr_got) {
+		grpc_call_finish(call, GRPC_INTERNAL, "unexpected EOF");
+		return;
+	}
+	if (call->method->kind != GRPC_BIDI_STREAM && !call->got_message) {
+		grpc_call_finish(call, GRPC_UNKNOWN, "EOF");
+		return;
+	}
+	if (call->method->on_half_close) {
+		grpc_call_ref(call);
+		call->method->on_half_close(call, call->method->ud);
+		grpc_call_unref(call);
+	}
+}
+
+/* ---- sending ---- */
+
+size_t grpc_call_pending_bytes(const grpc_call *call) { return call->out.len - call->out.off; }
+
+void grpc_call_on_drain(grpc_call *call, void (*fn)(grpc_call *call, void *arg), void *arg)
+{
+	call->drain_fn = fn;
+	call->drain_arg = arg;
+}
+
+void grpc_call_run_drain(grpc_call *call)
+{
+	if (!call->drain_due)
+		return;
+	call->drain_due = false;
+	void (*fn)(grpc_call *, void *) = call->drain_fn;
+	call->drain_fn = NULL;
+	if (fn && !grpc_call_closed(call))
+		fn(call, call->drain_arg);
+}
+
+ssize_t grpc_call_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+			  uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+{
+	grpc_call *call = source->ptr;
+	size_t avail = call->out.len - call->out.off, n = 0;
+	if (avail > 0) {
+		n = MS_MIN(avail, length);
+		memcpy(buf, call->out.p + call->out.off, n);
+		call->out.off += n;
+		if (call->out.off == call->out.len)
+			call->out.off = call->out.len = 0;
+		size_t max = call->conn->opts.max_pending_out;
+		if (call->over && call->out.len - call->out.off < max / 2) {
+			call->over = false;
+			if (call->drain_fn && !call->drain_due) {
+				call->drain_due = true; /* run after mem_send returns, not inside it */
+				call->conn->drains_due++;
+			}
+		}
+		if (call->out.len != call->out.off || !call->finishing)
+			return (ssize_t)n;
+	} else if (!call->finishing) {
+		call->deferred = true;
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	/* gRPC ends the stream with trailers, so the DATA stream is left open */
+	*data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+	char st[16];
+	snprintf(st, sizeof st, "%d", call->status);
+	nghttp2_nv nva[2] = {
+		{(uint8_t *)"grpc-status", (uint8_t *)st, 11, strlen(st), NGHTTP2_NV_FLAG_NONE},
+		{(uint8_t *)"grpc-message", (uint8_t *)call->message, 12, call->message ? strlen(call->message) : 0,
+		 NGHTTP2_NV_FLAG_NONE},
+	};
+	if (nghttp2_submit_trailer(session, stream_id, nva, call->message ? 2 : 1) != 0)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
+	return (ssize_t)n;
+}
+
+/* Sends response headers with the data provider on first output. */
+static int start_response(grpc_call *call)
+{
+	if (call->headers_sent)
+		return 0;
+	nghttp2_nv nva[2] = {
+		{(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE},
+		{(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16,
+		 NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE},
+	};
+	nghttp2_data_provider prd = {.source.ptr = call, .read_callback = grpc_call_read_cb};
+	int rv = nghttp2_submit_response(call->conn->session, call->stream_id, nva, 2, &prd);
+	if (rv != 0)
+		return rv == NGHTTP2_ERR_NOMEM ? MS_ENOMEM : MS_EIO;
+	call->headers_sent = true;
+	return 0;
+}
+
+static void wake_data(grpc_call *call)
+{
+	if (call->deferred) {
+		call->deferred = false;
+		nghttp2_session_resume_data(call->conn->session, call->stream_id);
+	}
+	grpc_conn_kick(call->conn);
+}
+
+/* Room for n more bytes at the end of the queue. */
+static uint8_t *out_reserve(grpc_buf *b, size_t n)
+{
+	if (b->off > 0 && (b->off >= b->cap / 2 || b->cap - b->len < n)) {
+		memmove(b->p, b->p + b->off, b->len - b->off);
+		b->len -= b->off;
+		b->off = 0;
+	}
+	if (b->cap - b->len < n) {
+		size_t cap = b->cap ? b->cap : 256;
+		while (cap - b->len < n)
+			cap *= 2;
+		uint8_t *p = ms_realloc(b->p, cap);
+		if (!p)
+			return NULL;
+		b->p = p;
+		b->cap = cap;
+	}
+	return b->p + b->len;
+}
+
+/* Reserves room for a framed message of len bytes; returns the payload spot. */
+static int frame_begin(grpc_call *call, size_t len, uint8_t **payload)
+{
+	if (!call->conn || grpc_call_closed(call))
+		return MS_ECANCELED;
+	if (len > UINT32_MAX)
+		return MS_EINVAL;
+	uint8_t *p = out_reserve(&call->out, 5 + len);
+	if (!p)
+		return MS_ENOMEM;
+	p[0] = 0;
+	p[1] = (uint8_t)(len >> 24);
+	p[2] = (uint8_t)(len >> 16);
+	p[3] = (uint8_t)(len >> 8);
+	p[4] = (uint8_t)len;
+	*payload = p + 5;
+	return 0;
+}
+
+static int frame_commit(grpc_call *call, size_t len)
+{
+	int rc = start_response(call);
+	if (rc)
+		return rc;
+	call->out.len += 5 + len;
+	if (call->out.len - call->out.off > call->conn->opts.max_pending_out)
+		call->over = true;
+	wake_data(call);
+	return 0;
+}
+
+int grpc_call_send(grpc_call *call, const uint8_t *msg, size_t len)
+{
+	uint8_t *p;
+	int rc = frame_begin(call, len, &p);
+	if (rc)
+		return rc;
+	if (len)
+		memcpy(p, msg, len);
+	return frame_commit(call, len);
+}
+
+int grpc_call_send_pb(grpc_call *call, const struct ProtobufCMessage *msg)
+{
+	size_t len = protobuf_c_message_get_packed_size(msg);
+	uint8_t *p;
+	int rc = frame_begin(call, len, &p);
+	if (rc)
+		return rc;
+	protobuf_c_message_pack(msg, p);
+	return frame_commit(call, len);
+}
+
+int grpc_call_finish(grpc_call *call, int status, const char *message)
+{
+	if (!call->conn || grpc_call_closed(call))
+		return MS_ECANCELED;
+	char *enc = NULL;
+	if (message && *message) {
+		enc = grpc_percent_encode(message);
+		if (!enc)
+			return MS_ENOMEM;
+	}
+	call->finished = true;
+	call->status = status;
+	call->message = enc;
+	nghttp2_session *s = call->conn->session;
+	if (!call->headers_sent) {
+		/* Trailers-Only: one HEADERS frame with END_STREAM */
+		char st[16];
+		snprintf(st, sizeof st, "%d", status);
+		nghttp2_nv nva[4] = {
+			{(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+			{(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE},
+			{(uint8_t *)"grpc-status", (uint8_t *)st, 11, strlen(st), NGHTTP2_NV_FLAG_NONE},
+			{(uint8_t *)"grpc-message", (uint8_t *)enc, 12, enc ? strlen(enc) : 0, NGHTTP2_NV_FLAG_NONE},
+		};
+		call->headers_sent = true;
+		int rv = nghttp2_submit_response(s, call->stream_id, nva, enc ? 4 : 3, NULL);
+		if (rv != 0)
+			nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, call->stream_id, NGHTTP2_INTERNAL_ERROR);
+	} else {
+		call->finishing = true;
+	}
+	wake_data(call);
+	return 0;
+}

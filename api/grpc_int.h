@@ -1,0 +1,149 @@
+/* grpc_int.h — internals shared by the gRPC layer's own files (grpc_conn.c,
+ * grpc_call.c, grpc_http1.c, grpc_server.c) and its unit tests. Nothing
+ * outside api/grpc* includes this. */
+#ifndef MS_API_GRPC_INT_H
+#define MS_API_GRPC_INT_H
+
+#include <nghttp2/nghttp2.h>
+
+#include "api/grpc.h"
+
+#define GRPC_DEFAULT_MAX_RECV_MSG (2u * 1024 * 1024)
+#define GRPC_DEFAULT_MAX_STREAMS 0x7fffffffu
+#define GRPC_DEFAULT_INITIAL_WINDOW (1u << 20)
+#define GRPC_DEFAULT_CONN_WINDOW (16u << 20)
+#define GRPC_DEFAULT_MAX_PENDING_OUT ((size_t)4 << 20)
+/* Request metadata per call: names + values; more gets RST_STREAM. */
+#define GRPC_MAX_METADATA_BYTES (64u * 1024)
+/* Bytes of incomplete request messages held per connection (all streams). */
+#define GRPC_MAX_CONN_PARTIAL ((size_t)64 << 20)
+
+/* Fills the defaults for zero fields. */
+void grpc_opts_defaults(grpc_server_opts *o);
+
+/* Byte queue: live bytes are p[off, len). */
+typedef struct grpc_buf {
+	uint8_t *p;
+	size_t off, len, cap;
+} grpc_buf;
+
+typedef struct grpc_md {
+	char *name, *value;
+} grpc_md;
+
+struct grpc_call {
+	grpc_conn *conn;           /* NULL once the connection is gone */
+	int32_t stream_id;
+	int refs;                  /* the stream holds one while it is open */
+	const grpc_method *method; /* NULL: unknown path (answered, never shown to a handler) */
+	char *path;
+	char *encoding;            /* grpc-encoding, or NULL */
+	char *content_type;
+	grpc_md *md;
+	size_t nmd, capmd, md_bytes;
+	int64_t deadline;
+	void *data;
+	bool bad_headers;          /* malformed grpc-timeout etc.: the stream is reset */
+	bool is_post;
+
+	/* receiving: one message being reassembled */
+	uint8_t hdr[5];
+	size_t hdr_got;
+	uint8_t *msg;
+	size_t msg_len, msg_got, msg_cap;
+	bool in_msg;               /* header complete, body not yet */
+	bool got_message;
+
+	/* sending */
+	grpc_buf out;              /* framed messages not yet taken by nghttp2 */
+	bool headers_sent;
+	bool deferred;             /* the data provider returned DEFERRED */
+	bool finishing;            /* trailers go after the queued data */
+	bool finished;             /* grpc_call_finish ran (or the stream ended) */
+	bool closed;               /* on_close has fired */
+	int status;
+	char *message;             /* percent-encoded, or NULL */
+	bool over;                 /* pending exceeded max_pending_out */
+	bool drain_due;
+	void (*drain_fn)(grpc_call *call, void *arg);
+	void *drain_arg;
+
+	grpc_call *prev, *next;    /* the connection's open calls */
+};
+
+struct grpc_conn {
+	nghttp2_session *session;
+	grpc_server_opts opts;
+	const grpc_method *methods;
+	size_t nmethods;
+	grpc_conn_send_fn send;
+	void *send_ud;
+	void (*flush_hook)(void *ud);
+	void *flush_ud;
+	grpc_call *calls;          /* open calls (stream still open) */
+	int busy;                  /* recv/flush on the stack: flushes are deferred */
+	bool want_flush;
+	bool blocked;              /* the send callback said MS_EAGAIN */
+	bool broken;               /* protocol error or send failure */
+	bool peer_goaway;
+	int drains_due;
+	int64_t new_deadline;      /* earliest deadline of calls created since the last pop */
+	size_t partial_bytes;      /* bytes held in incomplete request messages */
+};
+
+/* The send callback (grpc_conn_send_fn) may also return MS_EAGAIN: "taken,
+ * but my buffer is full". grpc_conn_flush then stops pulling frames from
+ * nghttp2 (they stay queued per call, seen by grpc_call_pending_bytes) until
+ * the caller flushes again. */
+
+/* ---- grpc_conn.c, used by grpc_call.c ---- */
+/* Output was queued: flush now, after the current recv, or via the hook. */
+void grpc_conn_kick(grpc_conn *c);
+
+/* ---- grpc_call.c, used by grpc_conn.c ---- */
+int grpc_call_new_internal(grpc_conn *c, int32_t stream_id, grpc_call **out);
+/* Request header (not a pseudo-header or one of the handled ones). 0 or MS_ENOMEM/MS_EINVAL. */
+int grpc_call_add_header(grpc_call *call, const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen);
+/* Received DATA bytes: reassembles and delivers messages. */
+void grpc_call_on_data(grpc_call *call, const uint8_t *data, size_t len);
+/* The client sent END_STREAM. */
+void grpc_call_on_half_close(grpc_call *call);
+/* The stream is gone: fires on_close (once) and drops the stream's ref. */
+void grpc_call_on_stream_close(grpc_call *call);
+/* nghttp2 data source read callback for response DATA. */
+ssize_t grpc_call_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
+			  uint32_t *data_flags, nghttp2_data_source *source, void *user_data);
+/* Calls a registered drain callback if it came due. */
+void grpc_call_run_drain(grpc_call *call);
+
+/* ---- wire helpers (grpc_call.c) ---- */
+/* grpc-timeout ("1S", "100m", "5000000u", "10n", "2M", "1H"; at most 8 digits)
+ * to nanoseconds, clamped to INT64_MAX. 0 or MS_EINVAL. */
+int grpc_timeout_parse(const char *s, int64_t *ns);
+/* grpc-message percent-encoding (bytes outside 0x20..0x7e and '%'); ms_malloc'd, NULL on ENOMEM. */
+char *grpc_percent_encode(const char *msg);
+
+/* ---- grpc_conn.c, used by grpc_server.c and tests ---- */
+/* Instead of flushing synchronously when a call queues output outside a
+ * recv, call fn (the server defers to its loop so sends coalesce). */
+void grpc_conn_set_flush_hook(grpc_conn *c, void (*fn)(void *ud), void *ud);
+/* Earliest deadline among calls created since the last call (0 = none). */
+int64_t grpc_conn_pop_new_deadline(grpc_conn *c);
+/* Finishes open calls whose deadline is <= now with DEADLINE_EXCEEDED;
+ * returns the earliest remaining deadline (0 = none). */
+int64_t grpc_conn_expire(grpc_conn *c, int64_t now_ns);
+
+/* ---- grpc_http1.c: HTTP/1.1 on the gRPC port, no I/O ---- */
+typedef struct grpc_http1 grpc_http1;
+/* Max request head (request line + headers) and body. */
+#define GRPC_HTTP1_MAX_HEAD (64u * 1024)
+int grpc_http1_new(const grpc_server_opts *opts, grpc_conn_send_fn send, void *send_ud, grpc_http1 **out);
+/* Parses bytes, answers complete requests through the send callback.
+ * MS_EINVAL: a malformed or oversize request (an error response was sent
+ * when possible); the caller closes after flushing. */
+int grpc_http1_recv(grpc_http1 *h, const uint8_t *data, size_t len);
+/* The last response asked for the connection to close. */
+bool grpc_http1_want_close(const grpc_http1 *h);
+void grpc_http1_free(grpc_http1 *h);
+
+#endif
