@@ -218,27 +218,54 @@ static int range_cb(void *arg, const engine_kv *kv)
 	return 0;
 }
 
-static int sort_target;
 static int cmp_i64(int64_t a, int64_t b) { return a < b ? -1 : a > b; }
-static int kv_cmp(const void *pa, const void *pb)
+
+/* Compares by the sort target only; equal elements keep their scan order. */
+static int kv_cmp(const Mvccpb__KeyValue *a, const Mvccpb__KeyValue *b, int target)
 {
-	const Mvccpb__KeyValue *a = *(Mvccpb__KeyValue *const *)pa, *b = *(Mvccpb__KeyValue *const *)pb;
-	int c = 0;
-	switch (sort_target) {
-	case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VERSION: c = cmp_i64(a->version, b->version); break;
-	case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__CREATE: c = cmp_i64(a->create_revision, b->create_revision); break;
-	case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__MOD: c = cmp_i64(a->mod_revision, b->mod_revision); break;
+	switch (target) {
+	case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VERSION: return cmp_i64(a->version, b->version);
+	case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__CREATE: return cmp_i64(a->create_revision, b->create_revision);
+	case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__MOD: return cmp_i64(a->mod_revision, b->mod_revision);
 	case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VALUE:
-		c = eng_bytes_cmp(a->value.data, a->value.len, b->value.data, b->value.len);
-		break;
-	default: break;
+		return eng_bytes_cmp(a->value.data, a->value.len, b->value.data, b->value.len);
+	default: return eng_bytes_cmp(a->key.data, a->key.len, b->key.data, b->key.len);
 	}
-	if (c == 0) /* ties: key order, so results are deterministic */
-		c = eng_bytes_cmp(a->key.data, a->key.len, b->key.data, b->key.len);
-	return c;
 }
-static int kv_cmp_desc(const void *a, const void *b) { return -kv_cmp(a, b); }
-static pthread_mutex_t sort_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Stable merge sort (no global state, so concurrent readers never wait on
+ * each other). The scan yields keys in ascending order, so ties stay in key
+ * order for ASCEND and DESCEND alike: what etcd 3.4 prints for results of up
+ * to 12 keys (Go's sort.Sort is an insertion sort there; above that its tie
+ * order is an artefact of pdqsort that no client can rely on). */
+static void kv_sort(Mvccpb__KeyValue **a, Mvccpb__KeyValue **tmp, size_t n, int target, int sign)
+{
+	if (n < 2)
+		return;
+	if (n <= 12) {
+		for (size_t i = 1; i < n; i++) {
+			Mvccpb__KeyValue *x = a[i];
+			size_t j = i;
+			while (j > 0 && sign * kv_cmp(a[j - 1], x, target) > 0) {
+				a[j] = a[j - 1];
+				j--;
+			}
+			a[j] = x;
+		}
+		return;
+	}
+	size_t h = n / 2;
+	kv_sort(a, tmp, h, target, sign);
+	kv_sort(a + h, tmp, n - h, target, sign);
+	size_t i = 0, j = h, k = 0;
+	while (i < h && j < n)
+		tmp[k++] = sign * kv_cmp(a[j], a[i], target) < 0 ? a[j++] : a[i++];
+	while (i < h)
+		tmp[k++] = a[i++];
+	while (j < n)
+		tmp[k++] = a[j++];
+	memcpy(a, tmp, n * sizeof *a);
+}
 
 int eng_range_on(rocksdb_iterator_t *it, const Etcdserverpb__RangeRequest *r, int64_t cur, int64_t compact,
 		 Etcdserverpb__RangeResponse **out, ms_err *err)
@@ -272,11 +299,14 @@ int eng_range_on(rocksdb_iterator_t *it, const Etcdserverpb__RangeRequest *r, in
 	    order == ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__NONE)
 		order = ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__ASCEND;
 	if (order != ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__NONE && acc.n > 1) {
-		pthread_mutex_lock(&sort_mu); /* qsort has no context argument */
-		sort_target = r->sort_target;
-		qsort(acc.kvs, acc.n, sizeof *acc.kvs,
-		      order == ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__DESCEND ? kv_cmp_desc : kv_cmp);
-		pthread_mutex_unlock(&sort_mu);
+		Mvccpb__KeyValue **tmp = ms_malloc(acc.n * sizeof *tmp);
+		if (!tmp) {
+			rc = MS_ENOMEM;
+			goto fail;
+		}
+		kv_sort(acc.kvs, tmp, acc.n, r->sort_target,
+			order == ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__DESCEND ? -1 : 1);
+		ms_free(tmp);
 	}
 	Etcdserverpb__RangeResponse *resp = ms_malloc(sizeof *resp);
 	if (!resp) {
