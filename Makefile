@@ -105,6 +105,11 @@ run: deps
 	  --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
 	  --initial-cluster default=http://127.0.0.1:2380
 
+# A local three-member cluster in the foreground (Ctrl-C stops it).
+cluster: deps
+	@$(MAKE) --no-print-directory all
+	@bash tools/cluster.sh
+
 # ---- developer targets ----
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/bin SAN=address,undefined OPT=-O1 test-unit
@@ -153,7 +158,7 @@ format-check:
 clean:
 	rm -rf $(BUILD) $(BIN) build-asan build-ubsan build-tsan
 
-.PHONY: all deps test test-unit test-integration build-tests run asan ubsan tsan sim fuzz valgrind bench format format-check clean
+.PHONY: all deps test test-unit test-integration build-tests run cluster asan ubsan tsan sim fuzz valgrind bench format format-check clean
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

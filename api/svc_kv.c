@@ -15,8 +15,22 @@
 		_r;                                                                                    \
 	})
 
+/* etcd: a request carrying `hasleader: true` fails at once without a leader
+ * instead of waiting for an election. */
+bool api_require_leader(api *a, grpc_call *call)
+{
+	const char *hl = grpc_call_metadata(call, "hasleader");
+	if (hl && !strcmp(hl, "true") && !ms_server_leader(a->srv)) {
+		api_finish_error(call, MS_ENO_LEADER, NULL);
+		return false;
+	}
+	return true;
+}
+
 static void propose_or_fail(api *a, grpc_call *call, Msinternal__InternalRequest *req)
 {
+	if (!api_require_leader(a, call))
+		return;
 	grpc_call_ref(call);
 	int rc = ms_server_propose(a->srv, req, grpc_call_deadline(call), api_unary_done, call);
 	if (rc) {
@@ -33,6 +47,10 @@ static void kv_range(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 		return;
 	ms_err err = { 0 };
 	int rc = engine_check_range(r, &err);
+	if (rc == 0 && !r->serializable && !api_require_leader(ud, call)) {
+		protobuf_c_message_free_unpacked(&r->base, &ms_pb_allocator);
+		return;
+	}
 	if (rc == 0) {
 		grpc_call_ref(call);
 		rc = ms_server_range(((api *)ud)->srv, r, grpc_call_deadline(call), api_unary_done, call);

@@ -276,6 +276,8 @@ int main(int argc, char **argv)
 		.nclient_urls = acurls.n,
 		.peer_urls = apurls.v,
 		.npeer_urls = apurls.n,
+		.listen_peer_urls = lpurls.v,
+		.nlisten_peer_urls = lpurls.n,
 		.initial_cluster = peers,
 		.ninitial_cluster = npeers,
 		.initial_cluster_new = !strcmp(f.initial_cluster_state, "new"),

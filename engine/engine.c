@@ -596,3 +596,12 @@ int engine_checkpoint(engine *e, const char *dir, ms_err *err)
 		return eng_rdb_err(err, MS_EIO, "checkpoint", rerr);
 	return 0;
 }
+
+int engine_sync(engine *e, ms_err *err)
+{
+	char *rerr = NULL;
+	rocksdb_flush_wal(e->db, 1, &rerr);
+	if (rerr)
+		return eng_rdb_err(err, MS_EIO, "sync", rerr);
+	return 0;
+}

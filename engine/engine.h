@@ -166,6 +166,10 @@ int engine_import_kv(engine *e, const engine_kv *kv, ms_err *err);
 int engine_import_lease(engine *e, int64_t id, int64_t ttl, ms_err *err);
 int engine_import_finish(engine *e, int64_t current_rev, int64_t compact_rev, ms_err *err);
 
+/* Makes every committed apply batch durable (fsyncs RocksDB's WAL): needed
+ * before the raft log below the consistent index may be dropped. */
+int engine_sync(engine *e, ms_err *err);
+
 /* Writes a consistent copy of the store to dir (RocksDB checkpoint): raft
  * snapshots for followers behind the compacted log. */
 int engine_checkpoint(engine *e, const char *dir, ms_err *err);

@@ -11,6 +11,7 @@
 
 #include "raft/log_store.h"
 #include "raft/raft_core.h"
+#include "raft/transport.h"
 
 /* A unit of work for the log writer: what one ready batch must persist, and
  * what to do once it is durable. */
@@ -21,6 +22,11 @@ typedef struct log_job {
 	raft_log_rec *ents;
 	size_t nents;
 	uint64_t persisted_index, persisted_term; /* 0 = nothing to report */
+	raft_msg *after;                           /* messages to send once durable (deep copies) */
+	size_t nafter;
+	uint64_t compact_index, compact_term;      /* log compaction to run after the write (0 = none) */
+	uint8_t *compact_conf;
+	size_t compact_conf_len;
 	int rc;                                    /* result of the write */
 } log_job;
 
@@ -33,7 +39,12 @@ typedef struct apply_job {
 typedef struct applied_note {
 	uint64_t index;
 	int rc;
+	bool synced; /* the state machine is durable up to index */
 } applied_note;
+
+/* Entries kept behind a compaction for followers that lag a little (etcd
+ * keeps 5000); smaller when --snapshot-count is smaller. */
+#define CATCHUP_ENTRIES 5000
 
 static char stop_sentinel;
 
@@ -41,6 +52,7 @@ struct raft_node {
 	uint64_t id;
 	raft_core *core;
 	raft_log_store *log;
+	raft_transport *tr;
 	struct event_base *base;
 	raft_node_callbacks cb;
 	void *ud;
@@ -54,6 +66,8 @@ struct raft_node {
 	bool threads_started;
 
 	bool driving;
+	uint64_t snapshot_count;
+	uint64_t last_sync;      /* apply thread: index of the last state machine sync */
 	uint64_t leader, term;
 	_Atomic uint64_t applied;
 };
@@ -129,6 +143,17 @@ static void *writer_main(void *arg)
 				int rc = raft_log_store_write(n->log, w, nb, &err);
 				if (rc)
 					MS_ERROR("raft", "failed to persist the raft log: %s", err.msg);
+				for (size_t i = 0; i < nb && rc == 0; i++) {
+					if (!batch[i]->compact_index)
+						continue;
+					rc = raft_log_store_compact(n->log, batch[i]->compact_index, batch[i]->compact_term,
+								    batch[i]->compact_conf, batch[i]->compact_conf_len, &err);
+					if (rc)
+						MS_ERROR("raft", "failed to compact the raft log: %s", err.msg);
+					else
+						MS_INFO("raft", "compacted raft log at %llu",
+							(unsigned long long)batch[i]->compact_index);
+				}
 				for (size_t i = 0; i < nb; i++) {
 					batch[i]->rc = rc;
 					ms_queue_push(n->log_done_q, batch[i]);
@@ -187,6 +212,14 @@ static void *applier_main(void *arg)
 			applied_note *note = ms_malloc(sizeof *note);
 			MS_ASSERT(note != NULL);
 			note->index = last;
+			note->synced = false;
+			if (rc == 0 && n->snapshot_count && n->cb.sync && last - n->last_sync >= n->snapshot_count) {
+				rc = n->cb.sync(n->ud);
+				if (rc == 0) {
+					n->last_sync = last;
+					note->synced = true;
+				}
+			}
 			note->rc = rc;
 			if (rc == 0)
 				atomic_store(&n->applied, last);
@@ -200,11 +233,63 @@ static void *applier_main(void *arg)
 /* ---- the ready loop ---- */
 static void send_msgs(raft_node *n, const raft_msg *msgs, size_t count)
 {
-	/* The peer transport arrives with multi-member clusters; a one-member
-	 * group never sends messages. */
-	for (size_t i = 0; i < count; i++)
-		MS_DEBUG("raft", "%llx: no transport for %s to %llx", (unsigned long long)n->id,
-			 raft_msg_type_name(msgs[i].type), (unsigned long long)msgs[i].to);
+	for (size_t i = 0; i < count; i++) {
+		if (msgs[i].type == RAFT_MSG_SNAP) {
+			/* sending the engine's checkpoint to a follower behind the
+			 * compacted log is not wired yet: the follower stays in probe */
+			MS_WARN("raft", "%llx: snapshot to %llx not supported yet", (unsigned long long)n->id,
+				(unsigned long long)msgs[i].to);
+			continue;
+		}
+		if (n->tr)
+			raft_transport_send(n->tr, &msgs[i]);
+	}
+}
+
+/* Deep copies of messages that must wait for the log write. */
+static raft_msg *copy_msgs(const raft_msg *msgs, size_t count)
+{
+	if (!count)
+		return NULL;
+	raft_msg *c = ms_calloc(count, sizeof *c);
+	MS_ASSERT(c != NULL);
+	for (size_t i = 0; i < count; i++) {
+		c[i] = msgs[i];
+		c[i].entries = NULL;
+		c[i].n_entries = 0;
+		c[i].snapshot.conf_state = (raft_conf_state){ 0 };
+		if (msgs[i].context_len) {
+			c[i].context = ms_memdup(msgs[i].context, msgs[i].context_len);
+			MS_ASSERT(c[i].context != NULL);
+		}
+		if (msgs[i].n_entries) {
+			raft_entry *e = ms_calloc(msgs[i].n_entries, sizeof *e);
+			MS_ASSERT(e != NULL);
+			for (size_t j = 0; j < msgs[i].n_entries; j++) {
+				e[j] = msgs[i].entries[j];
+				if (e[j].len) {
+					e[j].data = ms_memdup(e[j].data, e[j].len);
+					MS_ASSERT(e[j].data != NULL);
+				}
+			}
+			c[i].entries = e;
+			c[i].n_entries = msgs[i].n_entries;
+		}
+		MS_ASSERT(raft_conf_state_copy(&c[i].snapshot.conf_state, &msgs[i].snapshot.conf_state) == 0);
+	}
+	return c;
+}
+
+static void free_msgs(raft_msg *c, size_t count)
+{
+	for (size_t i = 0; i < count; i++) {
+		ms_free((void *)c[i].context);
+		for (size_t j = 0; j < c[i].n_entries; j++)
+			ms_free((void *)c[i].entries[j].data);
+		ms_free(c[i].entries);
+		raft_conf_state_free(&c[i].snapshot.conf_state);
+	}
+	ms_free(c);
 }
 
 static log_job *make_log_job(const raft_ready *rd)
@@ -270,11 +355,15 @@ static void drive(raft_node *n)
 			abort();
 		}
 		if (rd.n_entries || rd.hs_changed || rd.truncate_from || rd.n_msgs_after_persist) {
-			ms_queue_push(n->log_q, make_log_job(&rd));
+			/* votes and append responses go out only once this batch, and
+			 * every earlier one, is durable (Raft Figure 2) */
+			log_job *j = make_log_job(&rd);
+			j->after = copy_msgs(rd.msgs_after_persist, rd.n_msgs_after_persist);
+			j->nafter = rd.n_msgs_after_persist;
+			ms_queue_push(n->log_q, j);
 		}
+		/* the leader's appends go out while its own write runs */
 		send_msgs(n, rd.msgs, rd.n_msgs);
-		/* A one-member group has no messages to send after persisting. */
-		send_msgs(n, rd.msgs_after_persist, rd.n_msgs_after_persist);
 		if (rd.n_committed)
 			ms_queue_push(n->apply_q, make_apply_job(&rd));
 
@@ -338,6 +427,9 @@ static void on_log_done(evutil_socket_t fd, short what, void *arg)
 			MS_ERROR("raft", "%llx: raft log write failed; stopping", (unsigned long long)n->id);
 			abort();
 		}
+		send_msgs(n, j->after, j->nafter);
+		free_msgs(j->after, j->nafter);
+		ms_free(j->compact_conf);
 		if (j->persisted_index)
 			raft_core_persisted(n->core, j->persisted_index, j->persisted_term);
 		ms_free(j);
@@ -345,12 +437,43 @@ static void on_log_done(evutil_socket_t fd, short what, void *arg)
 	drive(n);
 }
 
+/* Raft §7: the state machine is durable up to synced, so the log below it
+ * (less a margin for followers that lag a little) can go, in the core and
+ * on disk. The on-disk compaction runs on the writer thread, in order. The
+ * membership recorded is the applied one: conf changes within the margin
+ * are still in the kept log. */
+static void compact_log(raft_node *n, uint64_t synced)
+{
+	uint64_t margin = MS_MIN((uint64_t)CATCHUP_ENTRIES, n->snapshot_count);
+	if (synced <= margin)
+		return;
+	uint64_t index = synced - margin;
+	if (index < raft_core_first_index(n->core))
+		return;
+	uint64_t term = raft_core_term_at(n->core, index);
+	const raft_conf_state *cs = raft_core_conf_state(n->core);
+	size_t len;
+	uint8_t *conf = raft_conf_state_encode(cs, &len);
+	MS_ASSERT(conf != NULL);
+	if (raft_core_compact(n->core, index, term, cs) != 0) {
+		ms_free(conf);
+		return;
+	}
+	log_job *j = ms_calloc(1, sizeof *j);
+	MS_ASSERT(j != NULL);
+	j->compact_index = index;
+	j->compact_term = term;
+	j->compact_conf = conf;
+	j->compact_conf_len = len;
+	ms_queue_push(n->log_q, j);
+}
+
 static void on_applied(evutil_socket_t fd, short what, void *arg)
 {
 	raft_node *n = arg;
 	ms_queue_ack(n->applied_q);
 	applied_note *a;
-	uint64_t last = 0;
+	uint64_t last = 0, synced = 0;
 	while ((a = ms_queue_pop(n->applied_q))) {
 		if (a->rc) {
 			MS_ERROR("etcdserver", "applying entry %llu failed (%s); stopping", (unsigned long long)a->index,
@@ -358,14 +481,52 @@ static void on_applied(evutil_socket_t fd, short what, void *arg)
 			abort();
 		}
 		last = a->index;
+		if (a->synced)
+			synced = a->index;
 		ms_free(a);
 	}
 	if (last) {
 		raft_core_applied(n->core, last);
+		if (synced)
+			compact_log(n, synced);
 		if (n->cb.on_applied)
 			n->cb.on_applied(n->ud, last);
 		drive(n);
 	}
+}
+
+/* ---- transport callbacks (loop) ---- */
+static void tr_on_msg(void *ud, const raft_msg *m)
+{
+	raft_node *n = ud;
+	raft_core_step(n->core, m);
+	drive(n);
+}
+
+static void tr_on_forward(void *ud, uint64_t from, const uint8_t *data, size_t len)
+{
+	raft_node *n = ud;
+	/* a follower's client proposal; if leadership moved on meanwhile it is
+	 * dropped and the follower's caller times out, as in etcd */
+	if (raft_core_propose(n->core, data, len, NULL, NULL) == 0)
+		drive(n);
+	else
+		MS_DEBUG("raft", "%llx: dropped a proposal forwarded by %llx (not leader)", (unsigned long long)n->id,
+			 (unsigned long long)from);
+}
+
+static void tr_on_unreachable(void *ud, uint64_t peer)
+{
+	raft_node *n = ud;
+	raft_core_report_unreachable(n->core, peer);
+	drive(n);
+}
+
+static void tr_on_snapshot_sent(void *ud, uint64_t peer, bool ok)
+{
+	raft_node *n = ud;
+	raft_core_report_snapshot(n->core, peer, ok);
+	drive(n);
 }
 
 /* ---- public ---- */
@@ -383,6 +544,8 @@ int raft_node_new(const raft_node_config *cfg, raft_node **out, ms_err *err)
 	if (getrandom(&n->rng, sizeof n->rng, 0) != sizeof n->rng || n->rng == 0)
 		n->rng = (uint64_t)ms_now_wall_ns() | 1;
 	atomic_store(&n->applied, cfg->applied);
+	n->snapshot_count = cfg->snapshot_count;
+	n->last_sync = cfg->applied;
 
 	if ((rc = raft_log_store_open(cfg->log_dir, cfg->create, &n->log, err)))
 		goto fail;
@@ -444,6 +607,22 @@ int raft_node_new(const raft_node_config *cfg, raft_node **out, ms_err *err)
 		ms_err_set(err, rc, "cannot create queues");
 		goto fail;
 	}
+	if (cfg->nlisten_urls || cfg->npeers) {
+		raft_transport_cb tcb = { .on_msg = tr_on_msg,
+					  .on_forward = tr_on_forward,
+					  .on_unreachable = tr_on_unreachable,
+					  .on_snapshot_sent = tr_on_snapshot_sent };
+		if ((rc = raft_transport_new(n->base, cfg->cluster_id, n->id, cfg->snap_dir, &tcb, n, &n->tr, err)))
+			goto fail;
+		for (size_t i = 0; i < cfg->nlisten_urls; i++)
+			if ((rc = raft_transport_listen(n->tr, cfg->listen_urls[i], err)))
+				goto fail;
+		for (size_t i = 0; i < cfg->npeers; i++)
+			if ((rc = raft_transport_set_peer(n->tr, cfg->peers[i].id, cfg->peers[i].urls, cfg->peers[i].nurls))) {
+				ms_err_set(err, rc, "bad peer URL for member %llx", (unsigned long long)cfg->peers[i].id);
+				goto fail;
+			}
+	}
 	*out = n;
 	return 0;
 fail:
@@ -496,6 +675,7 @@ void raft_node_free(raft_node *n)
 		pthread_join(n->writer, NULL);
 		pthread_join(n->applier, NULL);
 	}
+	raft_transport_free(n->tr);
 	if (n->tick_ev)
 		event_free(n->tick_ev);
 	if (n->log_done_ev)
@@ -507,9 +687,15 @@ void raft_node_free(raft_node *n)
 	for (size_t i = 0; i < MS_ARRAY_LEN(qs); i++) {
 		if (!qs[i])
 			continue;
-		while ((p = ms_queue_pop(qs[i])))
-			if (p != &stop_sentinel)
-				ms_free(p);
+		while ((p = ms_queue_pop(qs[i]))) {
+			if (p == &stop_sentinel)
+				continue;
+			if (qs[i] == n->log_q || qs[i] == n->log_done_q) {
+				free_msgs(((log_job *)p)->after, ((log_job *)p)->nafter);
+				ms_free(((log_job *)p)->compact_conf);
+			}
+			ms_free(p);
+		}
 		ms_queue_del(qs[i]);
 	}
 	raft_core_del(n->core);
@@ -520,8 +706,15 @@ void raft_node_free(raft_node *n)
 int raft_node_propose(raft_node *n, const uint8_t *data, size_t len)
 {
 	int rc = raft_core_propose(n->core, data, len, NULL, NULL);
-	if (rc == MS_ENOT_LEADER && raft_core_leader(n->core) == RAFT_NONE)
-		rc = MS_ENO_LEADER;
+	if (rc == MS_ENOT_LEADER) {
+		uint64_t leader = raft_core_leader(n->core);
+		if (leader == RAFT_NONE)
+			return MS_ENO_LEADER;
+		if (!n->tr)
+			return MS_ENO_LEADER;
+		rc = raft_transport_forward(n->tr, leader, data, len);
+		return rc == 0 ? 0 : MS_EAGAIN;
+	}
 	if (rc == 0)
 		drive(n);
 	return rc;

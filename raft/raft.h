@@ -53,6 +53,9 @@ typedef struct raft_node_callbacks {
 	 * node was created with). Return 0, or a negative code: fatal (the
 	 * process cannot continue without diverging from the log). */
 	int (*apply)(void *ud, const raft_node_entry *ents, size_t n);
+	/* apply thread: make everything applied so far durable (the state
+	 * machine's own fsync); the log below it may then be dropped. */
+	int (*sync)(void *ud);
 	/* loop: apply reached index (after cb.apply returned for it). */
 	void (*on_applied)(void *ud, uint64_t index);
 	/* loop: a ReadIndex started with raft_node_read_index completed. */
@@ -61,13 +64,27 @@ typedef struct raft_node_callbacks {
 	void (*on_leader)(void *ud, uint64_t leader, uint64_t term);
 } raft_node_callbacks;
 
+/* A peer of this member: its id and peer URLs. */
+typedef struct raft_node_peer {
+	uint64_t id;
+	char *const *urls;
+	size_t nurls;
+} raft_node_peer;
+
 typedef struct raft_node_config {
 	uint64_t id;
+	uint64_t cluster_id;
+	char *const *listen_urls;  /* --listen-peer-urls */
+	size_t nlisten_urls;
+	const raft_node_peer *peers; /* the other members */
+	size_t npeers;
+	const char *snap_dir;      /* where received snapshots are written */
 	const char *log_dir;
 	bool create;               /* a new member: create the log */
 	const uint64_t *voters;    /* bootstrap of a new cluster: the initial voters */
 	size_t nvoters;
 	uint64_t applied;          /* the state machine's consistent index */
+	uint64_t snapshot_count;   /* --snapshot-count: applied entries between log compactions (0 = never) */
 	int tick_ms;               /* --heartbeat-interval */
 	int election_ticks;        /* --election-timeout / --heartbeat-interval */
 	struct event_base *base;
@@ -82,8 +99,11 @@ int raft_node_start(raft_node *n, ms_err *err);
 /* Stops threads (pending work is dropped: it was never acknowledged) and frees. */
 void raft_node_free(raft_node *n);
 
-/* Proposes data as a log entry. MS_ENO_LEADER when no leader is known,
- * MS_ENOT_LEADER when another member leads (forwarding: raft_node_leader). */
+/* Proposes data as a log entry. On a follower the data is forwarded to the
+ * leader, which proposes it (the entry is applied on every member, so the
+ * proposer sees its own result at apply). MS_ENO_LEADER when no leader is
+ * known; MS_EAGAIN when it could not be queued (leader unreachable, or a
+ * leadership transfer is in progress). */
 int raft_node_propose(raft_node *n, const uint8_t *data, size_t len);
 /* Starts a ReadIndex; cb.on_read(read_id, index) follows, or nothing if
  * leadership is lost (the caller times out). MS_ENO_LEADER. */

@@ -83,10 +83,14 @@ static int apply_one(ms_server *s, engine_apply *a, const Msinternal__InternalRe
 	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_LEASE_GRANT:
 		rc = engine_apply_lease_grant(a, req->lease_grant->id, req->lease_grant->ttl, err);
 		if (rc == 0)
+			ms_lease_srv_applied_grant(s, req->lease_grant->id, req->lease_grant->ttl);
+		if (rc == 0)
 			*resp = new_lease_grant_resp(req->lease_grant->id, req->lease_grant->ttl, engine_current_rev(s->eng));
 		break;
 	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE:
 		rc = engine_apply_lease_revoke(a, req->lease_revoke->id, err);
+		if (rc == 0)
+			ms_lease_srv_applied_revoke(s, req->lease_revoke->id);
 		if (rc == 0)
 			*resp = new_lease_revoke_resp(engine_current_rev(s->eng));
 		break;
@@ -129,7 +133,7 @@ int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n)
 	ms_server *s = ud;
 	ms_err err = { 0 };
 	engine_apply *a;
-	int rc = engine_apply_begin(s->eng, NULL, NULL, &a, &err);
+	int rc = engine_apply_begin(s->eng, ms_server_on_events, s, &a, &err); /* watch hub + lease keys */
 	if (rc) {
 		MS_ERROR("etcdserver", "cannot begin apply: %s", err.msg);
 		return rc;

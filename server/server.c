@@ -145,7 +145,7 @@ static void read_fail(read_req *r, int code)
 
 static void start_read_round(ms_server *s)
 {
-	if (s->read_round_id || !s->reads_queued)
+	if (s->read_round_id || !s->reads_queued || !s->leader)
 		return;
 	s->read_round_id = ++s->next_read_round;
 	s->reads_inflight = s->reads_queued;
@@ -296,6 +296,7 @@ static int64_t default_deadline(const ms_server *s)
 }
 
 /* ---- raft callbacks (loop) ---- */
+static void flush_pending(ms_server *s);
 static void on_publish_done(void *arg, int code, ProtobufCMessage *resp, const char *msg);
 
 static void propose_publish(ms_server *s)
@@ -355,6 +356,7 @@ static void on_leader(void *ud, uint64_t leader, uint64_t term)
 	s->term = term;
 	atomic_store(&s->atomic_leader, leader);
 	atomic_store(&s->atomic_term, term);
+	ms_lease_srv_on_leader(s, leader); /* only the leader expires leases */
 	/* a ReadIndex round in flight may never be answered: start over */
 	if (s->read_round_id) {
 		read_req *r = s->reads_inflight;
@@ -368,6 +370,7 @@ static void on_leader(void *ud, uint64_t leader, uint64_t term)
 		s->read_round_id = 0;
 	}
 	if (leader) {
+		flush_pending(s);
 		propose_publish(s);
 		if (atomic_load(&s->published))
 			propose_cluster_version(s);
@@ -380,6 +383,18 @@ static void on_applied(void *ud, uint64_t index)
 	ms_server *s = ud;
 	atomic_store(&s->applied_index, index);
 	release_applied_reads(s);
+}
+
+/* apply thread: the engine's writes are not fsynced one by one (the raft
+ * log is the durable record); before the log is compacted they must be. */
+static int sync_engine(void *ud)
+{
+	ms_server *s = ud;
+	ms_err err = { 0 };
+	int rc = engine_sync(s->eng, &err);
+	if (rc)
+		MS_ERROR("etcdserver", "cannot sync the store: %s", err.msg);
+	return rc;
 }
 
 /* ---- life cycle ---- */
@@ -397,6 +412,7 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 		s->cfg.heartbeat_ms = 100;
 	pthread_mutex_init(&s->members_mu, NULL);
 	s->whead.next = s->whead.prev = &s->whead;
+	s->pending_tail = &s->pending_head;
 	s->wtab = ms_calloc(WTAB_SIZE, sizeof *s->wtab);
 	if (!s->wtab) {
 		rc = ms_err_set(err, MS_ENOMEM, "out of memory");
@@ -447,6 +463,8 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 			   .quota_bytes = cfg->quota_backend_bytes };
 	if ((rc = engine_open(s->kv_dir, &eo, &s->eng, err)))
 		goto fail;
+	if ((rc = ms_lease_srv_init(s, err)) || (rc = ms_watch_srv_init(s, err)))
+		goto fail;
 
 	if (new_member) {
 		if ((rc = ms_members_bootstrap(s, err)))
@@ -461,13 +479,6 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 		goto fail;
 	if (s->cluster_version[0])
 		MS_INFO("etcdserver/api", "enabled capabilities for version %.3s", s->cluster_version);
-	if (s->members->n_members != 1) {
-		rc = ms_err_set(err, MS_EUNSUPPORTED,
-				"a cluster of %zu members needs the peer transport, which is not implemented yet; "
-				"only one-member clusters can be served",
-				s->members->n_members);
-		goto fail;
-	}
 	uint64_t *voters = ms_calloc(s->members->n_members, sizeof *voters);
 	if (!voters) {
 		rc = ms_err_set(err, MS_ENOMEM, "out of memory");
@@ -478,8 +489,34 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 		if (!s->members->members[i]->islearner)
 			voters[nv++] = s->members->members[i]->id;
 	atomic_store(&s->applied_index, engine_consistent_index(s->eng));
+	raft_node_peer *peers = ms_calloc(s->members->n_members, sizeof *peers);
+	char *snap_dir = NULL;
+	if (!peers || path_join(&snap_dir, cfg->data_dir, "metastore/snap")) {
+		ms_free(voters);
+		ms_free(peers);
+		rc = ms_err_set(err, MS_ENOMEM, "out of memory");
+		goto fail;
+	}
+	if ((rc = mkdir_p(snap_dir, err))) {
+		ms_free(voters);
+		ms_free(peers);
+		ms_free(snap_dir);
+		goto fail;
+	}
+	size_t npeers = 0;
+	for (size_t i = 0; i < s->members->n_members; i++) {
+		Etcdserverpb__Member *m = s->members->members[i];
+		if (m->id != s->id)
+			peers[npeers++] = (raft_node_peer){ m->id, m->peerurls, m->n_peerurls };
+	}
 	raft_node_config rc_cfg = {
 		.id = s->id,
+		.cluster_id = s->cluster_id,
+		.listen_urls = cfg->listen_peer_urls,
+		.nlisten_urls = cfg->nlisten_peer_urls,
+		.peers = peers,
+		.npeers = npeers,
+		.snap_dir = snap_dir,
 		.log_dir = s->raft_dir,
 		.create = new_member,
 		.voters = voters,
@@ -488,11 +525,15 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 		.tick_ms = s->cfg.heartbeat_ms,
 		.election_ticks = s->cfg.election_ms / s->cfg.heartbeat_ms,
 		.base = base,
-		.cb = { ms_server_apply, on_applied, on_read, on_leader },
+		.snapshot_count = s->cfg.snapshot_count,
+		.cb = { .apply = ms_server_apply, .sync = sync_engine, .on_applied = on_applied, .on_read = on_read,
+			.on_leader = on_leader },
 		.ud = s,
 	};
 	rc = raft_node_new(&rc_cfg, &s->node, err);
 	ms_free(voters);
+	ms_free(peers);
+	ms_free(snap_dir);
 	if (rc)
 		goto fail;
 
@@ -529,6 +570,9 @@ int ms_server_start(ms_server *s, ms_err *err)
 			s->nreaders = i;
 			return ms_err_set(err, MS_EIO, "cannot start reader threads");
 		}
+	int lwrc;
+	if ((lwrc = ms_lease_srv_start(s, err)) || (lwrc = ms_watch_srv_start(s, err)))
+		return lwrc;
 	return raft_node_start(s->node, err);
 }
 
@@ -563,6 +607,11 @@ void ms_server_free(ms_server *s)
 			if (r != (read_req *)s)
 				read_fail(r, MS_ESTOPPED);
 	}
+	while (s->pending_head) {
+		pending_prop *p = s->pending_head;
+		s->pending_head = p->next;
+		ms_free(p);
+	}
 	fail_reads(s->reads_queued);
 	fail_reads(s->reads_inflight);
 	fail_reads(s->reads_wait_apply);
@@ -583,6 +632,8 @@ void ms_server_free(ms_server *s)
 	ms_queue_del(s->results_q);
 	ms_queue_del(s->read_q);
 	ms_queue_del(s->read_done_q);
+	ms_watch_srv_free(s); /* the apply thread is stopped: nothing feeds them now */
+	ms_lease_srv_free(s);
 	engine_close(s->eng);
 	if (s->members)
 		protobuf_c_message_free_unpacked(&s->members->base, &ms_pb_allocator);
@@ -594,10 +645,36 @@ void ms_server_free(ms_server *s)
 }
 
 /* ---- requests ---- */
+/* Proposals made while no leader is known wait (until their deadline) and
+ * go out when one is elected, as etcd's do. */
+static void flush_pending(ms_server *s)
+{
+	while (s->leader && s->pending_head) {
+		pending_prop *p = s->pending_head;
+		s->pending_head = p->next;
+		if (!s->pending_head)
+			s->pending_tail = &s->pending_head;
+		/* skip proposals whose caller already timed out */
+		size_t b = (size_t)(p->id * 0x9E3779B97F4A7C15ULL >> 50) & (WTAB_SIZE - 1);
+		bool live = false;
+		for (waiter *w = s->wtab[b]; w && !live; w = w->hnext)
+			live = w->id == p->id;
+		if (live) {
+			int rc = raft_node_propose(s->node, p->data, p->len);
+			if (rc) {
+				waiter *w = ms_server_waiter_take(s, p->id);
+				if (w) {
+					w->done(w->arg, rc, NULL, NULL);
+					ms_free(w);
+				}
+			}
+		}
+		ms_free(p);
+	}
+}
+
 int ms_server_propose(ms_server *s, Msinternal__InternalRequest *req, int64_t deadline, ms_done_fn done, void *arg)
 {
-	if (!s->leader)
-		return MS_ENO_LEADER;
 	req->id = ++s->next_req_id;
 	req->proposer = s->id;
 	size_t len = msinternal__internal_request__get_packed_size(req);
@@ -617,7 +694,23 @@ int ms_server_propose(ms_server *s, Msinternal__InternalRequest *req, int64_t de
 	*w = (waiter){ .id = req->id, .deadline = deadline ? deadline : default_deadline(s), .done = done, .arg = arg };
 	/* registered before proposing: a one-member apply can be quick */
 	waiter_insert(s, w);
-	int rc = raft_node_propose(s->node, buf, len);
+	int rc;
+	if (!s->leader) {
+		pending_prop *p = ms_malloc(sizeof *p + len);
+		if (p) {
+			p->id = req->id;
+			p->next = NULL;
+			p->len = len;
+			memcpy(p->data, buf, len);
+			*s->pending_tail = p;
+			s->pending_tail = &p->next;
+			rc = 0;
+		} else {
+			rc = MS_ENOMEM;
+		}
+	} else {
+		rc = raft_node_propose(s->node, buf, len);
+	}
 	if (buf != stackbuf)
 		ms_free(buf);
 	if (rc) {
@@ -633,8 +726,7 @@ static int queue_read(ms_server *s, read_req *r, bool linearizable)
 		read_dispatch(s, r);
 		return 0;
 	}
-	if (!s->leader)
-		return MS_ENO_LEADER;
+	/* with no leader the read waits (until its deadline) for one */
 	r->next = s->reads_queued;
 	s->reads_queued = r;
 	start_read_round(s);

@@ -38,6 +38,8 @@ typedef struct ms_server_config {
 	size_t nclient_urls;
 	char **peer_urls;                   /* initial-advertise-peer-urls */
 	size_t npeer_urls;
+	char **listen_peer_urls;            /* --listen-peer-urls */
+	size_t nlisten_peer_urls;
 	ms_peer *initial_cluster;
 	size_t ninitial_cluster;
 	bool initial_cluster_new;           /* --initial-cluster-state new */
@@ -110,5 +112,43 @@ int ms_server_hash_kv(ms_server *s, int64_t rev, ms_done_fn done, void *arg);
 int ms_server_compact_wait(ms_server *s, int64_t rev, ms_done_fn done, void *arg);
 /* A linearizable barrier (ReadIndex + wait for apply): for /health. */
 int ms_server_read_barrier(ms_server *s, int64_t deadline, ms_done_fn done, void *arg);
+
+/* ---- leases (server/lease_srv.c; loop thread) ----
+ * Grant: id 0 = the server picks one; TTL checked (MS_ELEASE_TTL_LARGE) and
+ * raised to the minimum before proposing; done gets a LeaseGrantResponse.
+ * Revoke: done gets a LeaseRevokeResponse or MS_ELEASE_NOT_FOUND. */
+int ms_server_lease_grant(ms_server *s, int64_t id, int64_t ttl, int64_t deadline, ms_done_fn done, void *arg);
+int ms_server_lease_revoke(ms_server *s, int64_t id, int64_t deadline, ms_done_fn done, void *arg);
+/* Keep-alive: done gets a LeaseKeepAliveResponse (TTL 0 for an unknown or
+ * expired lease). On the leader done runs before this returns. */
+int ms_server_lease_renew(ms_server *s, int64_t id, ms_done_fn done, void *arg);
+/* TimeToLive (TTL -1 for an unknown lease) and Leases; *out is the caller's. */
+int ms_server_lease_ttl(ms_server *s, int64_t id, bool keys, Etcdserverpb__LeaseTimeToLiveResponse **out);
+int ms_server_lease_leases(ms_server *s, Etcdserverpb__LeaseLeasesResponse **out);
+
+/* ---- watch streams (server/watch_srv.c; loop thread) ----
+ * One per client Watch stream. The server sends packed WatchResponses
+ * through the sink, always on the loop thread, never after
+ * ms_server_watch_close. pending() is the bytes queued and unsent; when it
+ * passes the slow-stream bound the server stops sending, moves the affected
+ * watchers back to catch-up from history, calls want_drain(), and resumes
+ * once ms_server_watch_drained() is called (or a periodic check sees the
+ * queue below half the bound). */
+typedef struct ms_watch ms_watch;
+typedef struct ms_watch_sink {
+	int (*send)(void *ud, const uint8_t *msg, size_t len);
+	size_t (*pending)(void *ud);
+	void (*want_drain)(void *ud);
+} ms_watch_sink;
+/* Slow-stream bound: equal to the gRPC layer's default per-call bound, so its
+ * drain notification fires once the stream is below half of it. */
+#define MS_WATCH_SLOW_BYTES (4u << 20)
+int ms_server_watch_open(ms_server *s, const ms_watch_sink *sink, void *ud, ms_watch **out);
+/* Create / cancel / progress, answered as etcd's watch server does. */
+int ms_server_watch_request(ms_watch *w, const Etcdserverpb__WatchRequest *req);
+void ms_server_watch_drained(ms_watch *w);
+/* The stream is over: drops its watchers; outputs still in flight for it are
+ * discarded when they arrive. */
+void ms_server_watch_close(ms_watch *w);
 
 #endif

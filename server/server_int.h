@@ -20,6 +20,14 @@ typedef struct waiter {
 	struct waiter *prev, *next;    /* all waiters, for the deadline sweep */
 } waiter;
 
+/* A packed proposal waiting for a leader to be known. */
+typedef struct pending_prop {
+	uint64_t id;
+	struct pending_prop *next;
+	size_t len;
+	uint8_t data[];
+} pending_prop;
+
 /* A read waiting for ReadIndex and apply, or queued for a reader thread. */
 typedef enum { READ_RANGE, READ_HASHKV, READ_BARRIER, READ_COMPACT_WAIT } read_kind;
 typedef struct read_req {
@@ -67,6 +75,7 @@ struct ms_server {
 	waiter whead; /* list sentinel */
 	uint64_t next_req_id;
 	struct event *sweep_ev;
+	pending_prop *pending_head, **pending_tail; /* proposals waiting for a leader */
 
 	/* linearizable reads (loop thread) */
 	read_req *reads_queued;      /* waiting for the next ReadIndex round */
@@ -86,7 +95,30 @@ struct ms_server {
 	uint64_t leader, term;
 	_Atomic uint64_t applied_index;
 	_Atomic uint64_t atomic_term, atomic_leader;
+
+	struct ms_lease_srv *lease;  /* lease_srv.c */
+	struct ms_watch_srv *watch;  /* watch_srv.c */
 };
+
+/* lease_srv.c: the lease manager's wiring. init in ms_server_new (after the
+ * engine opens: rebuilds from engine_leases), start in ms_server_start
+ * (expiry timer), free after the apply thread stopped. on_leader from the
+ * raft leader callback: only the leader runs expiry clocks. applied_* from
+ * the apply thread after the engine op succeeded. */
+int ms_lease_srv_init(ms_server *s, ms_err *err);
+int ms_lease_srv_start(ms_server *s, ms_err *err);
+void ms_lease_srv_free(ms_server *s);
+void ms_lease_srv_on_leader(ms_server *s, uint64_t leader);
+void ms_lease_srv_applied_grant(ms_server *s, int64_t id, int64_t ttl);
+void ms_lease_srv_applied_revoke(ms_server *s, int64_t id);
+void ms_lease_srv_on_events(ms_server *s, Mvccpb__Event *const *evs, size_t n);
+/* watch_srv.c: the watch hub's wiring (same life cycle as above). */
+int ms_watch_srv_init(ms_server *s, ms_err *err);
+int ms_watch_srv_start(ms_server *s, ms_err *err);
+void ms_watch_srv_free(ms_server *s);
+/* The engine's events callback (apply thread, engine_events_fn): feeds the
+ * lease manager's key mirror and hands the revision to the watch hub. */
+void ms_server_on_events(void *arg, int64_t rev, Mvccpb__Event **evs, size_t n);
 
 /* server.c: unlinks and returns the waiter for a proposal id, or NULL. */
 waiter *ms_server_waiter_take(ms_server *s, uint64_t id);

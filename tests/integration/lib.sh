@@ -69,3 +69,39 @@ finish() {
 	echo "$(basename "$0"): $PASSES passed, $FAILS failed"
 	[ "$FAILS" -eq 0 ]
 }
+
+# start_cluster N: N members m1..mN on fresh ports; sets CEP[i] (client
+# endpoint), CPID[i], CDIR[i], CLUSTER (initial-cluster), ALL_EPS.
+declare -a CEP CPID CDIR CPORT PPORT
+start_cluster() {
+	local n=$1 i
+	CLUSTER=""
+	for i in $(seq 1 "$n"); do
+		CPORT[$i]=$(free_port); PPORT[$i]=$(free_port)
+		CLUSTER="$CLUSTER${CLUSTER:+,}m$i=http://127.0.0.1:${PPORT[$i]}"
+		CEP[$i]=127.0.0.1:${CPORT[$i]}
+		CDIR[$i]=$TMP/m$i
+	done
+	ALL_EPS=$(IFS=,; echo "${CEP[*]}")
+	for i in $(seq 1 "$n"); do start_cluster_member "$i" "$@"; done
+}
+# start_cluster_member I [flags]: (re)starts member I of the cluster.
+start_cluster_member() {
+	local i=$1; shift
+	"$METASTORE" --name "m$i" --data-dir "${CDIR[$i]}" \
+		--listen-client-urls "http://${CEP[$i]}" --advertise-client-urls "http://${CEP[$i]}" \
+		--listen-peer-urls "http://127.0.0.1:${PPORT[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${PPORT[$i]}" \
+		--initial-cluster "$CLUSTER" --heartbeat-interval 50 --election-timeout 500 "${@:2}" >>"${CDIR[$i]}.log" 2>&1 &
+	CPID[$i]=$!
+	PIDS+=("${CPID[$i]}")
+}
+# leader_of EP: the leader's member id in hex as EP sees it (empty if none)
+leader_of() {
+	ctl "$1" endpoint status -w json 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)[0]["Status"]
+print("%x" % s["leader"] if s.get("leader") else "")'
+}
+member_id_of() {
+	ctl "$1" endpoint status -w json 2>/dev/null | python3 -c 'import json,sys; print("%x" % json.load(sys.stdin)[0]["Status"]["header"]["member_id"])'
+}
