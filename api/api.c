@@ -46,7 +46,8 @@ int api_new(struct event_base *base, ms_server *srv, api **out, ms_err *err)
 	const struct {
 		const grpc_method *m;
 		size_t n;
-	} tables[] = { { api_kv_methods, api_kv_nmethods }, { api_maint_methods, api_maint_nmethods } };
+	} tables[] = { { api_kv_methods, api_kv_nmethods }, { api_maint_methods, api_maint_nmethods },
+		       { api_lease_methods, api_lease_nmethods }, { api_watch_methods, api_watch_nmethods } };
 	size_t total = 0;
 	for (size_t i = 0; i < MS_ARRAY_LEN(tables); i++)
 		total += tables[i].n;
