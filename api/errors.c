@@ -47,6 +47,7 @@ static const err_map table[] = {
 	{ MS_ETIMEOUT_LEADER_FAIL, GRPC_UNAVAILABLE,
 	  "etcdserver: request timed out, possibly due to previous leader failure" },
 	{ MS_ESTOPPED, GRPC_UNAVAILABLE, "etcdserver: server stopped" },
+	{ MS_ETIMEOUT_TRANSFER, GRPC_UNAVAILABLE, "etcdserver: request timed out, leader transfer took too long" },
 	{ MS_EWATCH_CANCELED, GRPC_CANCELED, "etcdserver: watch canceled" },
 };
 

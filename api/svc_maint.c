@@ -70,6 +70,38 @@ static void maint_alarm(grpc_call *call, const uint8_t *msg, size_t len, void *u
 	protobuf_c_message_free_unpacked(&r->base, &ms_pb_allocator);
 }
 
+static void move_leader_done(void *arg, int code, ProtobufCMessage *resp, const char *msg)
+{
+	grpc_call *call = arg;
+	if (!grpc_call_closed(call)) {
+		if (code) {
+			api_finish_error(call, code, msg);
+		} else {
+			Etcdserverpb__MoveLeaderResponse r = ETCDSERVERPB__MOVE_LEADER_RESPONSE__INIT; /* no header, as etcd */
+			api_reply(call, &r.base);
+		}
+	}
+	grpc_call_unref(call);
+}
+
+static void maint_move_leader(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
+{
+	api *a = ud;
+	Etcdserverpb__MoveLeaderRequest *r = etcdserverpb__move_leader_request__unpack(&ms_pb_allocator, len, msg);
+	if (!r) {
+		grpc_call_finish(call, GRPC_INVALID_ARGUMENT, "grpc: error unmarshalling request");
+		return;
+	}
+	uint64_t target = r->targetid;
+	protobuf_c_message_free_unpacked(&r->base, &ms_pb_allocator);
+	grpc_call_ref(call);
+	int rc = ms_server_move_leader(a->srv, target, grpc_call_deadline(call), move_leader_done, call);
+	if (rc) {
+		api_finish_error(call, rc, NULL);
+		grpc_call_unref(call);
+	}
+}
+
 static void cluster_member_list(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 {
 	api *a = ud;
@@ -102,6 +134,7 @@ const grpc_method api_maint_methods[] = {
 	{ "/etcdserverpb.Maintenance/Status", GRPC_UNARY, maint_status, NULL, NULL, NULL },
 	{ "/etcdserverpb.Maintenance/HashKV", GRPC_UNARY, maint_hash_kv, NULL, NULL, NULL },
 	{ "/etcdserverpb.Maintenance/Alarm", GRPC_UNARY, maint_alarm, NULL, NULL, NULL },
+	{ "/etcdserverpb.Maintenance/MoveLeader", GRPC_UNARY, maint_move_leader, NULL, NULL, NULL },
 	{ "/etcdserverpb.Cluster/MemberList", GRPC_UNARY, cluster_member_list, NULL, NULL, NULL },
 	{ "/grpc.health.v1.Health/Check", GRPC_UNARY, health_check, NULL, NULL, NULL },
 };

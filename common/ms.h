@@ -60,6 +60,7 @@ enum {
 	MS_ECORRUPT_CLUSTER = -128,  /* etcdserver: corrupt cluster */
 	MS_ETIMEOUT_LEADER_FAIL = -129, /* request timed out, possibly due to previous leader failure */
 	MS_EWATCH_CANCELED = -130,   /* etcdserver: watch canceled */
+	MS_ETIMEOUT_TRANSFER = -131, /* etcdserver: request timed out, leader transfer took too long */
 };
 
 #define MS_ERR_MSG 256

@@ -730,6 +730,14 @@ int raft_node_read_index(raft_node *n, uint64_t read_id)
 	return rc;
 }
 
+int raft_node_transfer_leader(raft_node *n, uint64_t target)
+{
+	int rc = raft_core_transfer_leader(n->core, target);
+	if (rc == 0)
+		drive(n);
+	return rc;
+}
+
 uint64_t raft_node_id(const raft_node *n) { return n->id; }
 uint64_t raft_node_leader(const raft_node *n) { return raft_core_leader(n->core); }
 uint64_t raft_node_term(const raft_node *n) { return raft_core_term(n->core); }

@@ -109,6 +109,11 @@ int raft_node_propose(raft_node *n, const uint8_t *data, size_t len);
  * leadership is lost (the caller times out). MS_ENO_LEADER. */
 int raft_node_read_index(raft_node *n, uint64_t read_id);
 
+/* Leadership transfer to target (leader only): MS_ENOT_LEADER,
+ * MS_EBAD_TRANSFEREE (not a voter, or self). The outcome shows up as an
+ * on_leader callback. */
+int raft_node_transfer_leader(raft_node *n, uint64_t target);
+
 uint64_t raft_node_id(const raft_node *n);
 uint64_t raft_node_leader(const raft_node *n);
 uint64_t raft_node_term(const raft_node *n);

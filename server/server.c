@@ -258,6 +258,7 @@ static void on_read_done(evutil_socket_t fd, short what, void *arg)
 }
 
 /* ---- deadlines ---- */
+static void finish_moves(ms_server *s, int64_t now, int stop_code);
 static void fail_expired_reads(read_req **list, int64_t now)
 {
 	for (read_req **pp = list; *pp;) {
@@ -287,6 +288,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 	fail_expired_reads(&s->reads_queued, now);
 	fail_expired_reads(&s->reads_inflight, now);
 	fail_expired_reads(&s->reads_wait_apply, now);
+	finish_moves(s, now, 0);
 }
 
 static int64_t default_deadline(const ms_server *s)
@@ -369,6 +371,7 @@ static void on_leader(void *ud, uint64_t leader, uint64_t term)
 		s->reads_inflight = NULL;
 		s->read_round_id = 0;
 	}
+	finish_moves(s, 0, 0);
 	if (leader) {
 		flush_pending(s);
 		propose_publish(s);
@@ -612,6 +615,7 @@ void ms_server_free(ms_server *s)
 		s->pending_head = p->next;
 		ms_free(p);
 	}
+	finish_moves(s, 0, MS_ESTOPPED);
 	fail_reads(s->reads_queued);
 	fail_reads(s->reads_inflight);
 	fail_reads(s->reads_wait_apply);
@@ -774,6 +778,50 @@ int ms_server_compact_wait(ms_server *s, int64_t rev, ms_done_fn done, void *arg
 	r->arg = arg;
 	read_dispatch(s, r);
 	return 0;
+}
+
+int ms_server_move_leader(ms_server *s, uint64_t target, int64_t deadline, ms_done_fn done, void *arg)
+{
+	if (s->leader != s->id)
+		return MS_ENOT_LEADER;
+	if (target == s->id) {
+		done(arg, 0, NULL, NULL); /* already leads */
+		return 0;
+	}
+	move_wait *m = ms_malloc(sizeof *m);
+	if (!m)
+		return MS_ENOMEM;
+	int rc = raft_node_transfer_leader(s->node, target);
+	if (rc) {
+		ms_free(m);
+		return rc == MS_EINVAL ? MS_EBAD_TRANSFEREE : rc;
+	}
+	*m = (move_wait){ target, deadline ? deadline : default_deadline(s), done, arg, s->moves };
+	s->moves = m;
+	return 0;
+}
+
+/* Completes MoveLeader calls: the transferee leads (0), or their deadline
+ * passed (now >= deadline), or the server stops. */
+static void finish_moves(ms_server *s, int64_t now, int stop_code)
+{
+	for (move_wait **pp = &s->moves; *pp;) {
+		move_wait *m = *pp;
+		int code = 1;
+		if (stop_code)
+			code = stop_code;
+		else if (s->leader == m->target)
+			code = 0;
+		else if (now >= m->deadline)
+			code = MS_ETIMEOUT_TRANSFER;
+		if (code == 1) {
+			pp = &m->next;
+			continue;
+		}
+		*pp = m->next;
+		m->done(m->arg, code, NULL, NULL);
+		ms_free(m);
+	}
 }
 
 int ms_server_read_barrier(ms_server *s, int64_t deadline, ms_done_fn done, void *arg)

@@ -20,6 +20,14 @@ typedef struct waiter {
 	struct waiter *prev, *next;    /* all waiters, for the deadline sweep */
 } waiter;
 
+typedef struct move_wait {
+	uint64_t target;
+	int64_t deadline;
+	ms_done_fn done;
+	void *arg;
+	struct move_wait *next;
+} move_wait;
+
 /* A packed proposal waiting for a leader to be known. */
 typedef struct pending_prop {
 	uint64_t id;
@@ -76,6 +84,8 @@ struct ms_server {
 	uint64_t next_req_id;
 	struct event *sweep_ev;
 	pending_prop *pending_head, **pending_tail; /* proposals waiting for a leader */
+	/* MoveLeader calls waiting for the transferee to lead (loop thread) */
+	struct move_wait *moves;
 
 	/* linearizable reads (loop thread) */
 	read_req *reads_queued;      /* waiting for the next ReadIndex round */

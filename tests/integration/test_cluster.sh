@@ -64,4 +64,16 @@ caught_up() { [ "$(etcdctl --endpoints="${CEP[$li]}" get w- --prefix --keys-only
 check "restarted m$li caught up ($want keys)" wait_for "catch up" 20 caught_up
 hashes=$(for i in 1 2 3; do ctl "${CEP[$i]}" endpoint hashkv -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["HashKV"]["hash"])'; done | sort -u | wc -l)
 check "HashKV equal on all members" [ "$hashes" -eq 1 ]
+
+# move-leader: etcdctl finds the leader through Status on every endpoint
+L=$(leader_of "${CEP[1]}")
+T=""
+for i in 1 2 3; do id=$(member_id_of "${CEP[$i]}"); [ "$id" != "$L" ] && T=$id; done
+out=$(ctl "$ALL_EPS" move-leader "$T" 2>&1)
+check "move-leader to $T: $out" grep -q "Leadership transferred from $L to $T" <<<"$out"
+check "the transferee leads" wait_for "leader is $T" 10 bash -c "[ \"\$(etcdctl --endpoints=${CEP[1]} endpoint status -w json | python3 -c 'import json,sys; print(\"%x\" % json.load(sys.stdin)[0][\"Status\"][\"leader\"])')\" == $T ]"
+out=$(ctl "$ALL_EPS" move-leader 1234 2>&1)
+check "move-leader to a non-member: bad leader transferee" grep -q "etcdserver: bad leader transferee" <<<"$out"
+ctl "${CEP[1]}" put after-move 1 >/dev/null
+check "writes work after the transfer" [ "$(ctl "${CEP[2]}" get after-move --print-value-only)" == 1 ]
 finish
