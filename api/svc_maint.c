@@ -122,6 +122,60 @@ static void cluster_member_list(grpc_call *call, const uint8_t *msg, size_t len,
 	ms_server_members_free(m, n);
 }
 
+/* ---- Cluster membership: answered once the change is applied ---- */
+#define UNPACK_OR_RETURN(var, type, fn)                                                        \
+	type *var = fn(&ms_pb_allocator, len, msg);                                            \
+	if (!var) {                                                                            \
+		grpc_call_finish(call, GRPC_INVALID_ARGUMENT, "grpc: error unmarshalling request"); \
+		return;                                                                        \
+	}
+
+static void member_started(grpc_call *call, int rc)
+{
+	if (rc) {
+		api_finish_error(call, rc, NULL);
+		grpc_call_unref(call);
+	}
+}
+
+static void cluster_member_add(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
+{
+	api *a = ud;
+	UNPACK_OR_RETURN(r, Etcdserverpb__MemberAddRequest, etcdserverpb__member_add_request__unpack);
+	grpc_call_ref(call);
+	member_started(call, ms_server_member_add(a->srv, r->peerurls, r->n_peerurls, r->islearner,
+						  grpc_call_deadline(call), api_unary_done, call));
+	protobuf_c_message_free_unpacked(&r->base, &ms_pb_allocator);
+}
+
+static void cluster_member_remove(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
+{
+	api *a = ud;
+	UNPACK_OR_RETURN(r, Etcdserverpb__MemberRemoveRequest, etcdserverpb__member_remove_request__unpack);
+	grpc_call_ref(call);
+	member_started(call, ms_server_member_remove(a->srv, r->id, grpc_call_deadline(call), api_unary_done, call));
+	protobuf_c_message_free_unpacked(&r->base, &ms_pb_allocator);
+}
+
+static void cluster_member_update(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
+{
+	api *a = ud;
+	UNPACK_OR_RETURN(r, Etcdserverpb__MemberUpdateRequest, etcdserverpb__member_update_request__unpack);
+	grpc_call_ref(call);
+	member_started(call, ms_server_member_update(a->srv, r->id, r->peerurls, r->n_peerurls, grpc_call_deadline(call),
+						     api_unary_done, call));
+	protobuf_c_message_free_unpacked(&r->base, &ms_pb_allocator);
+}
+
+static void cluster_member_promote(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
+{
+	api *a = ud;
+	UNPACK_OR_RETURN(r, Etcdserverpb__MemberPromoteRequest, etcdserverpb__member_promote_request__unpack);
+	grpc_call_ref(call);
+	member_started(call, ms_server_member_promote(a->srv, r->id, grpc_call_deadline(call), api_unary_done, call));
+	protobuf_c_message_free_unpacked(&r->base, &ms_pb_allocator);
+}
+
 static void health_check(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 {
 	/* grpc.health.v1.HealthCheckResponse{status: SERVING} */
@@ -136,6 +190,10 @@ const grpc_method api_maint_methods[] = {
 	{ "/etcdserverpb.Maintenance/Alarm", GRPC_UNARY, maint_alarm, NULL, NULL, NULL },
 	{ "/etcdserverpb.Maintenance/MoveLeader", GRPC_UNARY, maint_move_leader, NULL, NULL, NULL },
 	{ "/etcdserverpb.Cluster/MemberList", GRPC_UNARY, cluster_member_list, NULL, NULL, NULL },
+	{ "/etcdserverpb.Cluster/MemberAdd", GRPC_UNARY, cluster_member_add, NULL, NULL, NULL },
+	{ "/etcdserverpb.Cluster/MemberRemove", GRPC_UNARY, cluster_member_remove, NULL, NULL, NULL },
+	{ "/etcdserverpb.Cluster/MemberUpdate", GRPC_UNARY, cluster_member_update, NULL, NULL, NULL },
+	{ "/etcdserverpb.Cluster/MemberPromote", GRPC_UNARY, cluster_member_promote, NULL, NULL, NULL },
 	{ "/grpc.health.v1.Health/Check", GRPC_UNARY, health_check, NULL, NULL, NULL },
 };
 const size_t api_maint_nmethods = MS_ARRAY_LEN(api_maint_methods);

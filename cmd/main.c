@@ -288,6 +288,7 @@ int main(int argc, char **argv)
 		.heartbeat_ms = (int)f.heartbeat_interval,
 		.election_ms = (int)f.election_timeout,
 		.snapshot_count = f.snapshot_count,
+		.strict_reconfig_check = f.strict_reconfig_check,
 		.on_ready = on_ready,
 		.ready_ud = &a,
 	};

@@ -503,16 +503,47 @@ static void tr_on_msg(void *ud, const raft_msg *m)
 	drive(n);
 }
 
+/* Forwarded proposals start with a tag: 'P' + entry data, or 'C' + a conf
+ * change ([u8 type][u64 LE node id][context], raft_conf_change_encode). */
+#define FWD_PROPOSAL 'P'
+#define FWD_CONF_CHANGE 'C'
+
 static void tr_on_forward(void *ud, uint64_t from, const uint8_t *data, size_t len)
 {
 	raft_node *n = ud;
-	/* a follower's client proposal; if leadership moved on meanwhile it is
-	 * dropped and the follower's caller times out, as in etcd */
-	if (raft_core_propose(n->core, data, len, NULL, NULL) == 0)
+	/* a follower's proposal; if leadership moved on meanwhile it is dropped
+	 * and the follower's caller times out, as in etcd */
+	int rc = MS_EINVAL;
+	if (len >= 1 && data[0] == FWD_PROPOSAL) {
+		rc = raft_core_propose(n->core, data + 1, len - 1, NULL, NULL);
+	} else if (len >= 1 && data[0] == FWD_CONF_CHANGE) {
+		raft_conf_change cc;
+		if (raft_conf_change_decode(data + 1, len - 1, &cc) == 0)
+			rc = raft_core_propose_conf_change(n->core, &cc, NULL, NULL);
+	}
+	if (rc == 0)
 		drive(n);
 	else
-		MS_DEBUG("raft", "%llx: dropped a proposal forwarded by %llx (not leader)", (unsigned long long)n->id,
-			 (unsigned long long)from);
+		MS_DEBUG("raft", "%llx: dropped a proposal forwarded by %llx (%s)", (unsigned long long)n->id,
+			 (unsigned long long)from, ms_strerror(rc));
+}
+
+static int forward(raft_node *n, uint8_t tag, const uint8_t *data, size_t len)
+{
+	uint64_t leader = raft_core_leader(n->core);
+	if (leader == RAFT_NONE || !n->tr)
+		return MS_ENO_LEADER;
+	uint8_t stackbuf[4096];
+	uint8_t *buf = len + 1 <= sizeof stackbuf ? stackbuf : ms_malloc(len + 1);
+	if (!buf)
+		return MS_ENOMEM;
+	buf[0] = tag;
+	if (len)
+		memcpy(buf + 1, data, len);
+	int rc = raft_transport_forward(n->tr, leader, buf, len + 1);
+	if (buf != stackbuf)
+		ms_free(buf);
+	return rc == 0 ? 0 : MS_EAGAIN;
 }
 
 static void tr_on_unreachable(void *ud, uint64_t peer)
@@ -520,6 +551,17 @@ static void tr_on_unreachable(void *ud, uint64_t peer)
 	raft_node *n = ud;
 	raft_core_report_unreachable(n->core, peer);
 	drive(n);
+}
+
+static int tr_on_join(void *ud, const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len)
+{
+	raft_node *n = ud;
+	return n->cb.on_join ? n->cb.on_join(n->ud, req, len, resp, resp_len) : MS_EUNSUPPORTED;
+}
+
+int raft_node_join(const char *url, const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len, ms_err *err)
+{
+	return raft_transport_join(url, req, len, 5000, resp, resp_len, err);
 }
 
 static void tr_on_snapshot_sent(void *ud, uint64_t peer, bool ok)
@@ -611,7 +653,8 @@ int raft_node_new(const raft_node_config *cfg, raft_node **out, ms_err *err)
 		raft_transport_cb tcb = { .on_msg = tr_on_msg,
 					  .on_forward = tr_on_forward,
 					  .on_unreachable = tr_on_unreachable,
-					  .on_snapshot_sent = tr_on_snapshot_sent };
+					  .on_snapshot_sent = tr_on_snapshot_sent,
+					  .on_join = tr_on_join };
 		if ((rc = raft_transport_new(n->base, cfg->cluster_id, n->id, cfg->snap_dir, &tcb, n, &n->tr, err)))
 			goto fail;
 		for (size_t i = 0; i < cfg->nlisten_urls; i++)
@@ -706,18 +749,52 @@ void raft_node_free(raft_node *n)
 int raft_node_propose(raft_node *n, const uint8_t *data, size_t len)
 {
 	int rc = raft_core_propose(n->core, data, len, NULL, NULL);
+	if (rc == MS_ENOT_LEADER)
+		return forward(n, FWD_PROPOSAL, data, len);
+	if (rc == 0)
+		drive(n);
+	return rc;
+}
+
+int raft_node_propose_conf_change(raft_node *n, raft_node_cc_type type, uint64_t node_id, const uint8_t *ctx,
+				  size_t len)
+{
+	raft_conf_change cc = { (raft_conf_change_type)type, node_id, ctx, len };
+	int rc = raft_core_propose_conf_change(n->core, &cc, NULL, NULL);
 	if (rc == MS_ENOT_LEADER) {
-		uint64_t leader = raft_core_leader(n->core);
-		if (leader == RAFT_NONE)
-			return MS_ENO_LEADER;
-		if (!n->tr)
-			return MS_ENO_LEADER;
-		rc = raft_transport_forward(n->tr, leader, data, len);
-		return rc == 0 ? 0 : MS_EAGAIN;
+		size_t elen;
+		uint8_t *enc = raft_conf_change_encode(&cc, &elen);
+		if (!enc)
+			return MS_ENOMEM;
+		rc = forward(n, FWD_CONF_CHANGE, enc, elen);
+		ms_free(enc);
+		return rc;
 	}
 	if (rc == 0)
 		drive(n);
 	return rc;
+}
+
+bool raft_node_peer_progress(const raft_node *n, uint64_t id, uint64_t *match, uint64_t *last)
+{
+	*last = raft_core_last_index(n->core);
+	return raft_core_peer_match(n->core, id, match);
+}
+
+int raft_node_set_peer(raft_node *n, uint64_t id, char *const *urls, size_t nurls)
+{
+	return n->tr && id != n->id ? raft_transport_set_peer(n->tr, id, urls, nurls) : 0;
+}
+
+void raft_node_remove_peer(raft_node *n, uint64_t id)
+{
+	if (n->tr)
+		raft_transport_remove_peer(n->tr, id);
+}
+
+bool raft_node_peer_active(const raft_node *n, uint64_t id)
+{
+	return id == n->id || (n->tr && raft_transport_peer_active(n->tr, id));
 }
 
 int raft_node_read_index(raft_node *n, uint64_t read_id)

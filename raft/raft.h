@@ -62,6 +62,9 @@ typedef struct raft_node_callbacks {
 	void (*on_read)(void *ud, uint64_t read_id, uint64_t index);
 	/* loop: leader or term changed (leader 0 = none). */
 	void (*on_leader)(void *ud, uint64_t leader, uint64_t term);
+	/* loop: a joining member asks for the cluster (see raft_node_join);
+	 * answer with an ms_malloc'd buffer. NULL refuses joins. */
+	int (*on_join)(void *ud, const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len);
 } raft_node_callbacks;
 
 /* A peer of this member: its id and peer URLs. */
@@ -99,12 +102,30 @@ int raft_node_start(raft_node *n, ms_err *err);
 /* Stops threads (pending work is dropped: it was never acknowledged) and frees. */
 void raft_node_free(raft_node *n);
 
+/* Start-up of a member joining a running cluster: asks the member at peer
+ * URL url (blocking, before the loop runs) and returns its answer. */
+int raft_node_join(const char *url, const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len, ms_err *err);
+
 /* Proposes data as a log entry. On a follower the data is forwarded to the
  * leader, which proposes it (the entry is applied on every member, so the
  * proposer sees its own result at apply). MS_ENO_LEADER when no leader is
  * known; MS_EAGAIN when it could not be queued (leader unreachable, or a
  * leadership transfer is in progress). */
 int raft_node_propose(raft_node *n, const uint8_t *data, size_t len);
+/* Proposes a membership change (one at a time, thesis §4.1); forwarded to
+ * the leader from a follower. ctx (the member record) travels in the entry.
+ * MS_EAGAIN while an earlier change is not yet applied; MS_ENO_LEADER. */
+int raft_node_propose_conf_change(raft_node *n, raft_node_cc_type type, uint64_t node_id, const uint8_t *ctx,
+				  size_t len);
+/* Leader only: how far a member's log matches ours, and our last index
+ * (etcd's "learner in sync" check). false when not leader or unknown. */
+bool raft_node_peer_progress(const raft_node *n, uint64_t id, uint64_t *match, uint64_t *last);
+/* Peers of the transport follow the member list (loop thread). */
+int raft_node_set_peer(raft_node *n, uint64_t id, char *const *urls, size_t nurls);
+void raft_node_remove_peer(raft_node *n, uint64_t id);
+/* True while this member's connection to peer id is up. */
+bool raft_node_peer_active(const raft_node *n, uint64_t id);
+
 /* Starts a ReadIndex; cb.on_read(read_id, index) follows, or nothing if
  * leadership is lost (the caller times out). MS_ENO_LEADER. */
 int raft_node_read_index(raft_node *n, uint64_t read_id);

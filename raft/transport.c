@@ -26,13 +26,13 @@
 #include "raftpb.pb-c.h"
 
 #define LOG_PKG "rafthttp"
-#define HDR 5                           /* u32 length + u8 kind */
+#define HDR 5 /* u32 length + u8 kind */
 #define PROTO_VERSION 1
-#define HELLO_TIMEOUT_S 10              /* an accepted connection must say HELLO by then */
-#define PEER_WRITE_TIMEOUT_S 10         /* connect or write stalled this long: the peer is down */
-#define SNAP_STALL_S 60                 /* snapshot stream makes no progress this long: failed */
-#define SNAP_FILL (4u << 20)            /* keep this much of a snapshot queued on the socket */
-#define SNAP_LOW_WATER (1u << 20)       /* refill below this */
+#define HELLO_TIMEOUT_S 10        /* an accepted connection must say HELLO by then */
+#define PEER_WRITE_TIMEOUT_S 10   /* connect or write stalled this long: the peer is down */
+#define SNAP_STALL_S 60           /* snapshot stream makes no progress this long: failed */
+#define SNAP_FILL (4u << 20)      /* keep this much of a snapshot queued on the socket */
+#define SNAP_LOW_WATER (1u << 20) /* refill below this */
 #define MAX_NAME 255
 
 typedef struct tr_listener {
@@ -50,9 +50,9 @@ typedef struct tr_peer {
 	size_t n_urls, cur_url;
 	struct bufferevent *bev; /* NULL when not connected nor connecting */
 	bool connected;
-	bool backing_off;        /* retry_ev pending: sends are dropped */
+	bool backing_off; /* retry_ev pending: sends are dropped */
 	struct event *retry_ev;
-	int backoff_ms;          /* the next delay before jitter */
+	int backoff_ms; /* the next delay before jitter */
 	bool unreachable_pending;
 } tr_peer;
 
@@ -62,6 +62,7 @@ typedef struct tr_conn {
 	raft_transport *t;
 	struct bufferevent *bev;
 	bool hello;
+	bool join; /* a joining member asking for the cluster */
 	uint64_t from;
 	/* incoming snapshot */
 	char *snap_path; /* NULL = none in progress */
@@ -83,7 +84,7 @@ typedef struct tr_snap_out {
 	size_t n_names, cur;
 	int fd;
 	uint64_t off, bytes;
-	uint8_t *msg;   /* the SNAP message, encoded when the stream started */
+	uint8_t *msg; /* the SNAP message, encoded when the stream started */
 	size_t msg_len;
 	uint8_t *chunk; /* read buffer, RAFT_TRANSPORT_CHUNK bytes */
 	so_state state;
@@ -233,7 +234,7 @@ bad:
  * a host name in a peer URL stalls the loop for the lookup). */
 static int resolve(const char *host, const char *port, bool passive, struct sockaddr_storage *ss, socklen_t *sl)
 {
-	struct addrinfo hints = { 0 }, *res = NULL;
+	struct addrinfo hints = {0}, *res = NULL;
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
@@ -253,17 +254,21 @@ static struct bufferevent *tr_bev_new(raft_transport *t, evutil_socket_t fd)
 	return bufferevent_socket_new(t->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 }
 
-static void set_nodelay(struct bufferevent *bev)
+/* Raft traffic is latency-bound (no Nagle); keep-alive reaps connections
+ * from peers that vanished without a FIN. */
+static void tune_socket(struct bufferevent *bev)
 {
 	int one = 1;
 	evutil_socket_t fd = bufferevent_getfd(bev);
-	if (fd >= 0)
+	if (fd >= 0) {
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+		(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+	}
 }
 
 /* Starts a connection to host:port that begins with our HELLO to peer_id. */
 static struct bufferevent *dial(raft_transport *t, const char *host, const char *port, uint64_t peer_id,
-				bufferevent_data_cb rd, bufferevent_data_cb wr, bufferevent_event_cb ev, void *arg)
+                                bufferevent_data_cb rd, bufferevent_data_cb wr, bufferevent_event_cb ev, void *arg)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl;
@@ -280,7 +285,7 @@ static struct bufferevent *dial(raft_transport *t, const char *host, const char 
 		bufferevent_free(bev);
 		return NULL;
 	}
-	set_nodelay(bev);
+	tune_socket(bev);
 	Msraft__Hello h = MSRAFT__HELLO__INIT;
 	h.cluster_id = t->cluster_id;
 	h.from_id = t->self_id;
@@ -342,7 +347,7 @@ static void peer_fail(tr_peer *p)
 	int b = p->backoff_ms;
 	int delay = b / 2 + (int)(tr_rand(t) % (uint64_t)(b / 2 + 1));
 	p->backoff_ms = MS_MIN(b * 2, t->backoff_max_ms);
-	struct timeval tv = { delay / 1000, (delay % 1000) * 1000 };
+	struct timeval tv = {delay / 1000, (delay % 1000) * 1000};
 	p->backing_off = true;
 	evtimer_add(p->retry_ev, &tv);
 }
@@ -355,7 +360,7 @@ static int peer_dial(tr_peer *p)
 		peer_fail(p);
 		return MS_EAGAIN;
 	}
-	struct timeval wt = { PEER_WRITE_TIMEOUT_S, 0 };
+	struct timeval wt = {PEER_WRITE_TIMEOUT_S, 0};
 	bufferevent_set_timeouts(p->bev, NULL, &wt);
 	return 0;
 }
@@ -375,16 +380,17 @@ static void peer_event_cb(struct bufferevent *bev, short what, void *arg)
 		p->connected = true;
 		p->backoff_ms = p->t->backoff_min_ms;
 		MS_INFO(LOG_PKG, "peer %llx became active (%s:%s)", (unsigned long long)p->id, p->hosts[p->cur_url],
-			p->ports[p->cur_url]);
+		        p->ports[p->cur_url]);
 		return;
 	}
 	if (p->connected)
 		MS_WARN(LOG_PKG, "lost the connection to peer %llx (%s)", (unsigned long long)p->id,
-			(what & BEV_EVENT_EOF) ? "closed by peer" : (what & BEV_EVENT_TIMEOUT) ? "write timeout"
-									  : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		        (what & BEV_EVENT_EOF)       ? "closed by peer"
+		        : (what & BEV_EVENT_TIMEOUT) ? "write timeout"
+		                                     : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	else
 		MS_DEBUG(LOG_PKG, "failed to dial peer %llx at %s:%s", (unsigned long long)p->id, p->hosts[p->cur_url],
-			 p->ports[p->cur_url]);
+		         p->ports[p->cur_url]);
 	peer_fail(p);
 }
 
@@ -398,7 +404,8 @@ static struct evbuffer *peer_out(tr_peer *p, size_t size)
 		return NULL;
 	}
 	struct evbuffer *out = bufferevent_get_output(p->bev);
-	if (evbuffer_get_length(out) + size > p->t->max_queue) {
+	size_t queued = evbuffer_get_length(out);
+	if (queued && queued + size > p->t->max_queue) { /* one frame of any size always fits */
 		MS_DEBUG(LOG_PKG, "dropped a frame to peer %llx: queue full", (unsigned long long)p->id);
 		peer_unreachable(p);
 		return NULL;
@@ -448,7 +455,8 @@ static void conn_close(tr_conn *c)
 		}
 	}
 	if (c->snap_path)
-		MS_WARN(LOG_PKG, "snapshot from peer %llx abandoned, removing %s", (unsigned long long)c->from, c->snap_path);
+		MS_WARN(LOG_PKG, "snapshot from peer %llx abandoned, removing %s", (unsigned long long)c->from,
+		        c->snap_path);
 	conn_snap_reset(c, true);
 	bufferevent_free(c->bev);
 	ms_free(c);
@@ -462,7 +470,7 @@ static int snap_begin(tr_conn *c)
 	for (int tries = 0; tries < 1000; tries++) {
 		char buf[4096];
 		snprintf(buf, sizeof buf, "%s/incoming-%llx-%llu", t->snap_dir, (unsigned long long)c->from,
-			 (unsigned long long)++t->snap_seq);
+		         (unsigned long long)++t->snap_seq);
 		if (mkdir(buf, 0700) == 0) {
 			c->dirfd = open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 			c->snap_path = ms_strdup(buf);
@@ -504,8 +512,8 @@ static int snap_chunk(tr_conn *c, const uint8_t *p, size_t len)
 	rc = MS_EINVAL;
 	if (!c->cur_name || strcmp(c->cur_name, ch->name) != 0) {
 		if (ch->offset != 0) {
-			MS_WARN(LOG_PKG, "peer %llx: snapshot file %s starts at offset %llu", (unsigned long long)c->from,
-				ch->name, (unsigned long long)ch->offset);
+			MS_WARN(LOG_PKG, "peer %llx: snapshot file %s starts at offset %llu",
+			        (unsigned long long)c->from, ch->name, (unsigned long long)ch->offset);
 			goto out;
 		}
 		if (c->fd >= 0)
@@ -515,14 +523,15 @@ static int snap_chunk(tr_conn *c, const uint8_t *p, size_t len)
 		c->fd = openat(c->dirfd, ch->name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (c->fd < 0 || !c->cur_name) {
 			MS_WARN(LOG_PKG, "peer %llx: cannot create snapshot file %s: %s", (unsigned long long)c->from,
-				ch->name, strerror(errno));
+			        ch->name, strerror(errno));
 			goto out;
 		}
 		c->cur_off = 0;
 		c->files++;
 	} else if (ch->offset != c->cur_off) {
-		MS_WARN(LOG_PKG, "peer %llx: snapshot file %s: chunk at %llu, expected %llu", (unsigned long long)c->from,
-			ch->name, (unsigned long long)ch->offset, (unsigned long long)c->cur_off);
+		MS_WARN(LOG_PKG, "peer %llx: snapshot file %s: chunk at %llu, expected %llu",
+		        (unsigned long long)c->from, ch->name, (unsigned long long)ch->offset,
+		        (unsigned long long)c->cur_off);
 		goto out;
 	}
 	for (size_t done = 0; done < ch->data.len;) {
@@ -557,18 +566,18 @@ static int snap_end(tr_conn *c, const uint8_t *p, size_t len)
 	rc = MS_EINVAL;
 	if (e->files != c->files || e->bytes != c->bytes) {
 		MS_WARN(LOG_PKG, "snapshot from peer %llx incomplete: %llu files %llu bytes, expected %llu and %llu",
-			(unsigned long long)c->from, (unsigned long long)c->files, (unsigned long long)c->bytes,
-			(unsigned long long)e->files, (unsigned long long)e->bytes);
+		        (unsigned long long)c->from, (unsigned long long)c->files, (unsigned long long)c->bytes,
+		        (unsigned long long)e->files, (unsigned long long)e->bytes);
 		goto out;
 	}
-	ms_err err = { 0 };
+	ms_err err = {0};
 	if (raft_transport_decode_msg(e->msg.data, e->msg.len, &m, &err) != 0) {
 		MS_WARN(LOG_PKG, "snapshot from peer %llx: %s", (unsigned long long)c->from, err.msg);
 		goto out;
 	}
 	if (m.type != RAFT_MSG_SNAP || m.to != t->self_id || m.from != c->from) {
 		MS_WARN(LOG_PKG, "snapshot from peer %llx carries %s from %llx to %llx", (unsigned long long)c->from,
-			raft_msg_type_name(m.type), (unsigned long long)m.from, (unsigned long long)m.to);
+		        raft_msg_type_name(m.type), (unsigned long long)m.from, (unsigned long long)m.to);
 		raft_transport_msg_free(&m);
 		goto out;
 	}
@@ -576,7 +585,7 @@ static int snap_end(tr_conn *c, const uint8_t *p, size_t len)
 	c->snap_path = NULL; /* the node owns the directory now */
 	conn_snap_reset(c, false);
 	MS_INFO(LOG_PKG, "received snapshot [index %llu] from peer %llx in %s", (unsigned long long)m.snapshot.index,
-		(unsigned long long)c->from, path);
+	        (unsigned long long)c->from, path);
 	if (t->cb.on_snapshot)
 		t->cb.on_snapshot(t->ud, &m, path);
 	else
@@ -600,18 +609,24 @@ static int conn_hello(tr_conn *c, const uint8_t *p, size_t len)
 		return MS_EINVAL;
 	}
 	int rc = MS_EINVAL;
-	if (h->cluster_id != t->cluster_id)
+	if (h->cluster_id == 0 && h->from_id == RAFT_NONE && h->to_id == RAFT_NONE && h->version == PROTO_VERSION &&
+	    t->cb.on_join) {
+		c->hello = true;
+		c->join = true;
+		rc = 0;
+	} else if (h->cluster_id != t->cluster_id)
 		MS_WARN(LOG_PKG, "refused a connection from member %llx: cluster ID mismatch (remote %llx, local %llx)",
-			(unsigned long long)h->from_id, (unsigned long long)h->cluster_id,
-			(unsigned long long)t->cluster_id);
+		        (unsigned long long)h->from_id, (unsigned long long)h->cluster_id,
+		        (unsigned long long)t->cluster_id);
 	else if (h->to_id != t->self_id)
 		MS_WARN(LOG_PKG, "refused a connection from member %llx: it is for member %llx, this is %llx",
-			(unsigned long long)h->from_id, (unsigned long long)h->to_id, (unsigned long long)t->self_id);
+		        (unsigned long long)h->from_id, (unsigned long long)h->to_id, (unsigned long long)t->self_id);
 	else if (h->from_id == RAFT_NONE || h->from_id == t->self_id)
-		MS_WARN(LOG_PKG, "refused a connection claiming to be from member %llx", (unsigned long long)h->from_id);
+		MS_WARN(LOG_PKG, "refused a connection claiming to be from member %llx",
+		        (unsigned long long)h->from_id);
 	else if (h->version != PROTO_VERSION)
-		MS_WARN(LOG_PKG, "refused a connection from member %llx: protocol version %u", (unsigned long long)h->from_id,
-			h->version);
+		MS_WARN(LOG_PKG, "refused a connection from member %llx: protocol version %u",
+		        (unsigned long long)h->from_id, h->version);
 	else {
 		c->hello = true;
 		c->from = h->from_id;
@@ -626,14 +641,14 @@ static int conn_msg(tr_conn *c, const uint8_t *p, size_t len)
 {
 	raft_transport *t = c->t;
 	raft_msg m;
-	ms_err err = { 0 };
+	ms_err err = {0};
 	if (raft_transport_decode_msg(p, len, &m, &err) != 0) {
 		MS_WARN(LOG_PKG, "message from peer %llx: %s", (unsigned long long)c->from, err.msg);
 		return MS_EINVAL;
 	}
-	if (m.to != t->self_id || m.from != c->from) {
-		MS_WARN(LOG_PKG, "connection from peer %llx carried a message from %llx to %llx",
-			(unsigned long long)c->from, (unsigned long long)m.from, (unsigned long long)m.to);
+	if (m.to != t->self_id || m.from != c->from || m.type == RAFT_MSG_SNAP) {
+		MS_WARN(LOG_PKG, "connection from peer %llx carried %s from %llx to %llx", (unsigned long long)c->from,
+		        raft_msg_type_name(m.type), (unsigned long long)m.from, (unsigned long long)m.to);
 		raft_transport_msg_free(&m);
 		return MS_EINVAL;
 	}
@@ -653,6 +668,16 @@ static int conn_frame(tr_conn *c, uint8_t kind, const uint8_t *p, size_t len)
 		}
 		return conn_hello(c, p, len);
 	}
+	if (c->join) {
+		/* one question, one answer; the joiner closes */
+		uint8_t *resp = NULL;
+		size_t rlen = 0;
+		if (kind != RAFT_TR_JOIN || t->cb.on_join(t->ud, p, len, &resp, &rlen) != 0) {
+			MS_WARN(LOG_PKG, "refused a join request (frame kind %u)", kind);
+			return MS_EINVAL;
+		}
+		return add_raw_frame(bufferevent_get_output(c->bev), RAFT_TR_JOIN_RESP, resp, rlen, true);
+	}
 	switch (kind) {
 	case RAFT_TR_MSG:
 		return conn_msg(c, p, len);
@@ -666,7 +691,7 @@ static int conn_frame(tr_conn *c, uint8_t kind, const uint8_t *p, size_t len)
 		return snap_end(c, p, len);
 	default:
 		MS_WARN(LOG_PKG, "closing the connection from peer %llx: unexpected frame kind %u",
-			(unsigned long long)c->from, kind);
+		        (unsigned long long)c->from, kind);
 		return MS_EINVAL;
 	}
 }
@@ -682,9 +707,9 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		uint8_t h[HDR];
 		evbuffer_copyout(in, h, HDR);
 		uint32_t l = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-		if (l < 1 || l > RAFT_TRANSPORT_MAX_FRAME || h[4] < RAFT_TR_HELLO || h[4] > RAFT_TR_SNAP_END) {
+		if (l < 1 || l > RAFT_TRANSPORT_MAX_FRAME || h[4] < RAFT_TR_HELLO || h[4] > RAFT_TR_JOIN) {
 			MS_WARN(LOG_PKG, "closing a connection from peer %llx: bad frame (length %u, kind %u)",
-				(unsigned long long)c->from, l, h[4]);
+			        (unsigned long long)c->from, l, h[4]);
 			conn_close(c);
 			return;
 		}
@@ -721,9 +746,9 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	c->t = t;
 	c->bev = bev;
 	c->fd = c->dirfd = -1;
-	set_nodelay(bev);
+	tune_socket(bev);
 	bufferevent_setcb(bev, conn_read_cb, NULL, conn_event_cb, c);
-	struct timeval ht = { HELLO_TIMEOUT_S, 0 };
+	struct timeval ht = {HELLO_TIMEOUT_S, 0};
 	bufferevent_set_timeouts(bev, &ht, NULL);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	c->next = t->conns;
@@ -751,7 +776,7 @@ static void so_finish(tr_snap_out *so, bool ok)
 	so->fd = -1;
 	if (ok)
 		MS_INFO(LOG_PKG, "sent a snapshot (%llu bytes) to peer %llx", (unsigned long long)so->bytes,
-			(unsigned long long)so->peer);
+		        (unsigned long long)so->peer);
 	else
 		MS_WARN(LOG_PKG, "failed to send a snapshot to peer %llx", (unsigned long long)so->peer);
 	notify(so->t);
@@ -787,7 +812,7 @@ static int so_fill(tr_snap_out *so)
 			if (add_pb_frame(out, RAFT_TR_SNAP_END, &e.base) != 0)
 				return MS_ENOMEM;
 			so->state = SO_WAIT_ACK;
-			struct timeval st = { SNAP_STALL_S, 0 };
+			struct timeval st = {SNAP_STALL_S, 0};
 			bufferevent_set_timeouts(so->bev, &st, &st);
 			return 0;
 		}
@@ -866,8 +891,9 @@ static void so_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_CONNECTED)
 		return;
 	MS_WARN(LOG_PKG, "snapshot connection to peer %llx: %s", (unsigned long long)so->peer,
-		(what & BEV_EVENT_EOF) ? "closed by peer" : (what & BEV_EVENT_TIMEOUT) ? "stalled"
-								: evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	        (what & BEV_EVENT_EOF)       ? "closed by peer"
+	        : (what & BEV_EVENT_TIMEOUT) ? "stalled"
+	                                     : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	so_finish(so, false);
 }
 
@@ -947,13 +973,13 @@ int raft_transport_send_snapshot(raft_transport *t, const raft_msg *snap, const 
 		so_finish(so, false); /* reported from the loop, like any failure */
 		return 0;
 	}
-	struct timeval st = { SNAP_STALL_S, 0 };
+	struct timeval st = {SNAP_STALL_S, 0};
 	bufferevent_set_timeouts(so->bev, NULL, &st);
 	bufferevent_setwatermark(so->bev, EV_WRITE, SNAP_LOW_WATER, 0);
 	if (so_fill(so) != 0)
 		so_finish(so, false);
 	MS_INFO(LOG_PKG, "start to send a snapshot [index %llu, %zu files] to peer %llx",
-		(unsigned long long)snap->snapshot.index, so->n_names, (unsigned long long)so->peer);
+	        (unsigned long long)snap->snapshot.index, so->n_names, (unsigned long long)so->peer);
 	return 0;
 fail:
 	so_free(so);
@@ -996,7 +1022,7 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
 /* ---- public API ---- */
 
 int raft_transport_new(struct event_base *base, uint64_t cluster_id, uint64_t self_id, const char *snap_dir,
-		       const raft_transport_cb *cb, void *ud, raft_transport **out, ms_err *err)
+                       const raft_transport_cb *cb, void *ud, raft_transport **out, ms_err *err)
 {
 	*out = NULL;
 	if (!base || self_id == RAFT_NONE || !snap_dir || !*snap_dir)
@@ -1097,11 +1123,11 @@ int raft_transport_listen(raft_transport *t, const char *url, ms_err *err)
 		goto out;
 	}
 	l->lev = evconnlistener_new_bind(t->base, accept_cb, t,
-					 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, -1,
-					 (struct sockaddr *)&ss, (int)sl);
+	                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, -1,
+	                                 (struct sockaddr *)&ss, (int)sl);
 	if (!l->lev) {
 		rc = ms_err_set(err, MS_EIO, "listen-peer-urls %s: %s", url,
-				evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		                evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 		ms_free(l);
 		goto out;
 	}
@@ -1110,7 +1136,7 @@ int raft_transport_listen(raft_transport *t, const char *url, ms_err *err)
 	socklen_t bl = sizeof bound;
 	if (getsockname(evconnlistener_get_fd(l->lev), (struct sockaddr *)&bound, &bl) == 0)
 		l->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-							    : ((struct sockaddr_in *)&bound)->sin_port);
+		                                            : ((struct sockaddr_in *)&bound)->sin_port);
 	/* keep the first listener first: raft_transport_port reports it */
 	tr_listener **pp = &t->listeners;
 	while (*pp)
@@ -1208,6 +1234,8 @@ void raft_transport_remove_peer(raft_transport *t, uint64_t id)
 
 int raft_transport_send(raft_transport *t, const raft_msg *m)
 {
+	if (m->type == RAFT_MSG_SNAP)
+		return MS_EINVAL; /* a SNAP without its files would install nothing: send_snapshot */
 	tr_peer *p = peer_find(t, m->to);
 	if (!p)
 		return MS_ENOTFOUND;
@@ -1217,12 +1245,12 @@ int raft_transport_send(raft_transport *t, const raft_msg *m)
 	int rc = raft_transport_encode_msg(m, &buf, &len, &err);
 	if (rc) {
 		MS_WARN(LOG_PKG, "cannot encode %s to %llx: %s", raft_msg_type_name(m->type), (unsigned long long)m->to,
-			err.msg);
+		        err.msg);
 		return rc;
 	}
 	if (len + 1 > RAFT_TRANSPORT_MAX_FRAME) {
 		MS_WARN(LOG_PKG, "%s to %llx is too large (%zu bytes)", raft_msg_type_name(m->type),
-			(unsigned long long)m->to, len);
+		        (unsigned long long)m->to, len);
 		ms_free(buf);
 		return MS_EINVAL;
 	}
@@ -1251,4 +1279,93 @@ bool raft_transport_peer_active(const raft_transport *t, uint64_t id)
 {
 	const tr_peer *p = peer_find(t, id);
 	return p && p->connected;
+}
+
+/* ---- joining (start-up, blocking) ---- */
+
+static int io_all(int fd, uint8_t *buf, size_t len, bool wr, int64_t deadline)
+{
+	size_t done = 0;
+	while (done < len) {
+		int64_t left = (deadline - ms_now_mono_ns()) / 1000000;
+		if (left <= 0)
+			return MS_ETIMEOUT;
+		struct timeval tv = { (time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000 };
+		setsockopt(fd, SOL_SOCKET, wr ? SO_SNDTIMEO : SO_RCVTIMEO, &tv, sizeof tv);
+		ssize_t n = wr ? write(fd, buf + done, len - done) : read(fd, buf + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return MS_ETIMEOUT;
+		if (n <= 0)
+			return MS_EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+int raft_transport_join(const char *url, const uint8_t *req, size_t len, int timeout_ms, uint8_t **resp,
+			size_t *resp_len, ms_err *err)
+{
+	char *host = NULL, *port = NULL;
+	int rc = parse_url(url, &host, &port, err);
+	if (rc)
+		return rc;
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	int fd = -1;
+	if (resolve(host, port, false, &ss, &sl) != 0) {
+		rc = ms_err_set(err, MS_EIO, "cannot resolve %s", url);
+		goto out;
+	}
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&ss, sl) != 0) {
+		rc = ms_err_set(err, MS_EIO, "cannot connect to %s: %s", url, strerror(errno));
+		goto out;
+	}
+	int64_t deadline = ms_now_mono_ns() + (int64_t)timeout_ms * 1000000;
+	Msraft__Hello h = MSRAFT__HELLO__INIT;
+	h.version = PROTO_VERSION;
+	size_t hl = msraft__hello__get_packed_size(&h);
+	uint8_t *out = ms_malloc(2 * HDR + hl + len);
+	if (!out) {
+		rc = ms_err_set(err, MS_ENOMEM, "out of memory");
+		goto out;
+	}
+	put_hdr(out, hl, RAFT_TR_HELLO);
+	msraft__hello__pack(&h, out + HDR);
+	put_hdr(out + HDR + hl, len, RAFT_TR_JOIN);
+	if (len)
+		memcpy(out + 2 * HDR + hl, req, len);
+	rc = io_all(fd, out, 2 * HDR + hl + len, true, deadline);
+	ms_free(out);
+	uint8_t hdr[HDR];
+	if (rc == 0)
+		rc = io_all(fd, hdr, HDR, false, deadline);
+	if (rc) {
+		ms_err_set(err, rc, "join request to %s failed (%s)", url, rc == MS_ETIMEOUT ? "timed out" : "closed");
+		goto out;
+	}
+	uint32_t l = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
+	if (hdr[4] != RAFT_TR_JOIN_RESP || l < 1 || l > RAFT_TRANSPORT_MAX_FRAME) {
+		rc = ms_err_set(err, MS_EIO, "%s answered the join request with a bad frame", url);
+		goto out;
+	}
+	*resp_len = l - 1;
+	*resp = ms_malloc(l);
+	if (!*resp) {
+		rc = ms_err_set(err, MS_ENOMEM, "out of memory");
+		goto out;
+	}
+	if ((rc = io_all(fd, *resp, l - 1, false, deadline))) {
+		ms_free(*resp);
+		*resp = NULL;
+		ms_err_set(err, rc, "join answer from %s was cut short", url);
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	ms_free(host);
+	ms_free(port);
+	return rc;
 }

@@ -71,6 +71,8 @@ typedef enum raft_transport_kind {
 	RAFT_TR_SNAP_CHUNK = 4, /* msraft.SnapChunk */
 	RAFT_TR_SNAP_END = 5,   /* msraft.SnapEnd */
 	RAFT_TR_SNAP_ACK = 6,   /* msraft.SnapAck, receiver -> sender */
+	RAFT_TR_JOIN = 7,       /* opaque bytes: a joining member asks for the cluster */
+	RAFT_TR_JOIN_RESP = 8,  /* opaque bytes: the answer */
 } raft_transport_kind;
 
 typedef struct raft_transport raft_transport;
@@ -92,13 +94,18 @@ typedef struct raft_transport_cb {
 	/* A raft_transport_send_snapshot() to peer finished; ok = the receiver
 	 * acknowledged it. Call raft_core_report_snapshot(peer, ok). */
 	void (*on_snapshot_sent)(void *ud, uint64_t peer, bool ok);
+	/* A member that is joining (--initial-cluster-state existing) and does
+	 * not know its ID or the cluster yet connected with HELLO {0, 0, 0} and
+	 * sent req. Return 0 with an ms_malloc'd answer (sent back as
+	 * JOIN_RESP), or an error to close the connection. NULL = refuse. */
+	int (*on_join)(void *ud, const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len);
 } raft_transport_cb;
 
 /* Creates a transport on base for member self_id of cluster cluster_id.
  * snap_dir (copied) is where incoming snapshots are written; it must exist.
  * cb is copied; any callback may be NULL. MS_EINVAL, MS_ENOMEM. */
 int raft_transport_new(struct event_base *base, uint64_t cluster_id, uint64_t self_id, const char *snap_dir,
-		       const raft_transport_cb *cb, void *ud, raft_transport **out, ms_err *err);
+                       const raft_transport_cb *cb, void *ud, raft_transport **out, ms_err *err);
 /* Closes every connection and listener and frees. Snapshot streams in
  * progress are abandoned without on_snapshot_sent; partial incoming
  * directories are deleted. Not from inside a callback. */
@@ -127,7 +134,9 @@ void raft_transport_remove_peer(raft_transport *t, uint64_t id);
 /* Sends m to m->to. m is borrowed: it is encoded before returning. Returns 0
  * when queued; MS_EAGAIN when dropped (peer down or queue full;
  * on_unreachable(m->to) follows); MS_ENOTFOUND for an unknown peer (no
- * callback); MS_EINVAL when m does not fit a frame. */
+ * callback); MS_EINVAL when m does not fit a frame or is a RAFT_MSG_SNAP
+ * (those go with raft_transport_send_snapshot; a receiver also refuses a SNAP
+ * in a MSG frame). */
 int raft_transport_send(raft_transport *t, const raft_msg *m);
 /* Sends opaque bytes (copied) to peer to, on the same ordered connection as
  * its raft messages. Return codes as raft_transport_send. */
@@ -138,6 +147,12 @@ int raft_transport_forward(raft_transport *t, uint64_t to, const uint8_t *data, 
  * on_snapshot_sent(snap->to, ok) follows exactly once; otherwise (MS_ENOTFOUND
  * unknown peer, MS_EIO unreadable dir, MS_EINVAL not a SNAP) no callback. */
 int raft_transport_send_snapshot(raft_transport *t, const raft_msg *snap, const char *dir);
+
+/* Joining: connects to url (http://host:port) with blocking sockets (only
+ * for start-up, before the loop runs), sends HELLO {0, 0, 0} and JOIN req,
+ * and returns the JOIN_RESP payload (ms_malloc'd). MS_EIO, MS_ETIMEOUT. */
+int raft_transport_join(const char *url, const uint8_t *req, size_t len, int timeout_ms, uint8_t **resp,
+			size_t *resp_len, ms_err *err);
 
 /* True while the outbound connection to id is established (etcd's "active
  * peer" for its started-members checks). */

@@ -72,7 +72,8 @@ int raft_transport_encode_msg(const raft_msg *m, uint8_t **buf, size_t *len, ms_
 	*len = 0;
 	int rc = msg_to_pb(m, &pb, &snap, &block);
 	if (rc)
-		return ms_err_set(err, rc, rc == MS_EINVAL ? "raft message type %d unknown" : "out of memory", (int)m->type);
+		return ms_err_set(err, rc, rc == MS_EINVAL ? "raft message type %d unknown" : "out of memory",
+		                  (int)m->type);
 	size_t n = msraft__message__get_packed_size(&pb);
 	uint8_t *out = ms_malloc(n ? n : 1);
 	if (!out) {
@@ -143,7 +144,7 @@ int raft_transport_decode_msg(const uint8_t *buf, size_t len, raft_msg *out, ms_
 		uint8_t *data = (uint8_t *)(ents + pb->n_entries);
 		for (size_t i = 0; i < pb->n_entries; i++) {
 			const Msraft__Entry *e = pb->entries[i];
-			ents[i] = (raft_entry){ e->term, e->index, (raft_entry_type)e->type, NULL, e->data.len };
+			ents[i] = (raft_entry){e->term, e->index, (raft_entry_type)e->type, NULL, e->data.len};
 			if (e->data.len) {
 				memcpy(data, e->data.data, e->data.len);
 				ents[i].data = data;

@@ -38,6 +38,31 @@ static ProtobufCMessage *new_lease_revoke_resp(int64_t rev)
 	return &r->base;
 }
 
+static int save_members(ms_server *s, engine_apply *a, ms_err *err)
+{
+	size_t len;
+	pthread_mutex_lock(&s->members_mu);
+	uint8_t *buf = ms_members_pack(s->members, &len);
+	pthread_mutex_unlock(&s->members_mu);
+	if (!buf)
+		return ms_err_set(err, MS_ENOMEM, "out of memory");
+	int rc = engine_apply_meta_put(a, "members", buf, len, err);
+	ms_free(buf);
+	return rc;
+}
+
+static apply_result *make_result(uint64_t id, int code, ProtobufCMessage *resp, const char *msg)
+{
+	size_t ml = strlen(msg) + 1;
+	apply_result *r = ms_malloc(sizeof *r + ml);
+	MS_ASSERT(r != NULL);
+	r->id = id;
+	r->code = code;
+	r->resp = resp;
+	memcpy(r->msg, msg, ml);
+	return r;
+}
+
 static void log_published(ms_server *s, const Msinternal__PublishRequest *p)
 {
 	char urls[1024] = "";
@@ -51,7 +76,7 @@ static void log_published(ms_server *s, const Msinternal__PublishRequest *p)
 /* Executes one request; returns a client-visible code (0 or <= MS_EKEY_EMPTY)
  * with *resp set on success, or a fatal code. */
 static int apply_one(ms_server *s, engine_apply *a, const Msinternal__InternalRequest *req, ProtobufCMessage **resp,
-		     ms_err *err)
+		     bool *members_changed, ms_err *err)
 {
 	int rc = 0;
 	*resp = NULL;
@@ -110,6 +135,14 @@ static int apply_one(ms_server *s, engine_apply *a, const Msinternal__InternalRe
 			}
 		}
 		break;
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_MEMBER_UPDATE:
+		if (ms_members_apply_change(s, RAFT_NODE_ADD_VOTER, req->member_update->id, NULL, req->member_update,
+					    req->proposer == s->id ? resp : NULL)) {
+			rc = save_members(s, a, err);
+			if (rc == 0)
+				*members_changed = true;
+		}
+		break;
 	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_CLUSTER_VERSION: {
 		const char *v = req->cluster_version->version;
 		if (strcmp(v, "3.4.0") != 0)
@@ -140,7 +173,8 @@ int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n)
 	}
 	uint64_t ci = engine_consistent_index(s->eng), last = ci;
 	/* results are handed out only after the batch is committed */
-	apply_result **pending = ms_malloc(n * sizeof *pending);
+	apply_result **pending = ms_malloc((n + 1) * sizeof *pending);
+	bool members_changed = false;
 	MS_ASSERT(pending != NULL);
 	size_t np = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -156,10 +190,32 @@ int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n)
 				break;
 			}
 			/* the bootstrap entries re-add the initial members: no-ops */
-			if (cc.type == RAFT_NODE_ADD_VOTER && ms_members_has(s, cc.node_id))
-				continue;
-			rc = ms_err_set(&err, MS_EUNSUPPORTED, "membership changes are not supported yet");
-			break;
+			Msinternal__MemberChangeContext *mc = NULL;
+			if (cc.context_len) {
+				mc = msinternal__member_change_context__unpack(&ms_pb_allocator, cc.context_len, cc.context);
+				if (!mc) {
+					rc = ms_err_set(&err, MS_ECORRUPT, "conf change entry %llu has a bad member record",
+							(unsigned long long)e->index);
+					break;
+				}
+			}
+			bool mine = mc && mc->proposer == s->id;
+			ProtobufCMessage *resp = NULL;
+			if (ms_members_apply_change(s, cc.type, cc.node_id, mc ? mc->member : NULL, NULL, mine ? &resp : NULL)) {
+				if ((rc = save_members(s, a, &err))) {
+					if (resp)
+						protobuf_c_message_free_unpacked(resp, &ms_pb_allocator);
+					if (mc)
+						protobuf_c_message_free_unpacked(&mc->base, &ms_pb_allocator);
+					break;
+				}
+				members_changed = true;
+			}
+			if (mine)
+				pending[np++] = make_result(mc->id, 0, resp, "");
+			if (mc)
+				protobuf_c_message_free_unpacked(&mc->base, &ms_pb_allocator);
+			continue;
 		}
 		if (e->len == 0)
 			continue; /* a new leader's empty entry */
@@ -170,21 +226,14 @@ int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n)
 		}
 		ProtobufCMessage *resp = NULL;
 		memset(&err, 0, sizeof err);
-		int code = apply_one(s, a, req, &resp, &err);
+		int code = apply_one(s, a, req, &resp, &members_changed, &err);
 		if (code && !client_error(code)) {
 			rc = code;
 			protobuf_c_message_free_unpacked(&req->base, &ms_pb_allocator);
 			break;
 		}
 		if (req->proposer == s->id) {
-			size_t ml = strlen(err.msg) + 1;
-			apply_result *r = ms_malloc(sizeof *r + ml);
-			MS_ASSERT(r != NULL);
-			r->id = req->id;
-			r->code = code;
-			r->resp = resp;
-			memcpy(r->msg, err.msg, ml);
-			pending[np++] = r;
+			pending[np++] = make_result(req->id, code, resp, err.msg);
 		} else if (resp) {
 			protobuf_c_message_free_unpacked(resp, &ms_pb_allocator);
 		}
@@ -196,6 +245,8 @@ int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n)
 	} else if ((rc = engine_apply_commit(a, last, &err))) {
 		MS_ERROR("etcdserver", "cannot commit applied entries up to %llu: %s", (unsigned long long)last, err.msg);
 	}
+	if (members_changed && rc == 0)
+		pending[np++] = make_result(APPLY_NOTE_MEMBERS, 0, NULL, "");
 	for (size_t i = 0; i < np; i++) {
 		if (rc) {
 			if (pending[i]->resp)
@@ -216,6 +267,11 @@ void ms_server_results_cb(evutil_socket_t fd, short what, void *arg)
 		ms_queue_ack(s->results_q);
 	apply_result *r;
 	while ((r = ms_queue_pop(s->results_q))) {
+		if (r->id == APPLY_NOTE_MEMBERS) {
+			ms_free(r);
+			ms_server_members_changed(s);
+			continue;
+		}
 		/* the waiter may have timed out already */
 		waiter *w = ms_server_waiter_take(s, r->id);
 		if (w) {

@@ -456,11 +456,6 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 				cfg->data_dir, s->kv_dir);
 		goto fail;
 	}
-	if (new_member && !cfg->initial_cluster_new) {
-		rc = ms_err_set(err, MS_EUNSUPPORTED,
-				"--initial-cluster-state=existing (joining a running cluster) is not supported yet");
-		goto fail;
-	}
 	engine_opts eo = { .create_if_missing = new_member,
 			   .max_txn_ops = cfg->max_txn_ops,
 			   .quota_bytes = cfg->quota_backend_bytes };
@@ -469,7 +464,10 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 	if ((rc = ms_lease_srv_init(s, err)) || (rc = ms_watch_srv_init(s, err)))
 		goto fail;
 
-	if (new_member) {
+	if (new_member && !cfg->initial_cluster_new) {
+		if ((rc = ms_members_join(s, err)))
+			goto fail;
+	} else if (new_member) {
 		if ((rc = ms_members_bootstrap(s, err)))
 			goto fail;
 		if (!s->id) {
@@ -488,7 +486,9 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 		goto fail;
 	}
 	size_t nv = 0;
-	for (size_t i = 0; i < s->members->n_members; i++)
+	/* a joining member starts with no configuration: it learns it from the
+	 * leader's log */
+	for (size_t i = 0; i < s->members->n_members && cfg->initial_cluster_new; i++)
 		if (!s->members->members[i]->islearner)
 			voters[nv++] = s->members->members[i]->id;
 	atomic_store(&s->applied_index, engine_consistent_index(s->eng));
@@ -530,7 +530,7 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 		.base = base,
 		.snapshot_count = s->cfg.snapshot_count,
 		.cb = { .apply = ms_server_apply, .sync = sync_engine, .on_applied = on_applied, .on_read = on_read,
-			.on_leader = on_leader },
+			.on_leader = on_leader, .on_join = ms_members_on_join },
 		.ud = s,
 	};
 	rc = raft_node_new(&rc_cfg, &s->node, err);
@@ -722,6 +722,39 @@ int ms_server_propose(ms_server *s, Msinternal__InternalRequest *req, int64_t de
 		ms_free(w);
 	}
 	return rc;
+}
+
+int ms_server_add_waiter(ms_server *s, uint64_t id, int64_t deadline, ms_done_fn done, void *arg)
+{
+	waiter *w = ms_malloc(sizeof *w);
+	if (!w)
+		return MS_ENOMEM;
+	*w = (waiter){ .id = id, .deadline = deadline ? deadline : default_deadline(s), .done = done, .arg = arg };
+	waiter_insert(s, w);
+	return 0;
+}
+
+void ms_server_drop_waiter(ms_server *s, uint64_t id) { ms_free(ms_server_waiter_take(s, id)); }
+
+/* loop: the transport's peers follow the applied member list; a member
+ * removed from the cluster stops, as etcd does. */
+void ms_server_members_changed(ms_server *s)
+{
+	pthread_mutex_lock(&s->members_mu);
+	bool self = false;
+	for (size_t i = 0; i < s->members->n_members; i++) {
+		Etcdserverpb__Member *m = s->members->members[i];
+		if (m->id == s->id)
+			self = true;
+		else
+			raft_node_set_peer(s->node, m->id, m->peerurls, m->n_peerurls);
+	}
+	pthread_mutex_unlock(&s->members_mu);
+	if (!self) {
+		MS_WARN("etcdserver", "the member has been permanently removed from the cluster");
+		MS_WARN("etcdserver", "the data-dir used by this member must be removed.");
+		event_base_loopbreak(s->base);
+	}
 }
 
 static int queue_read(ms_server *s, read_req *r, bool linearizable)

@@ -50,6 +50,7 @@ typedef struct ms_server_config {
 	int heartbeat_ms, election_ms;
 	uint64_t snapshot_count;
 	int reader_threads;                 /* 0 = 2 */
+	bool strict_reconfig_check;         /* --strict-reconfig-check */
 	/* loop: this member has published itself through raft and may serve
 	 * clients (etcd's ReadyNotify). */
 	void (*on_ready)(void *ud);
@@ -114,6 +115,14 @@ int ms_server_compact_wait(ms_server *s, int64_t rev, ms_done_fn done, void *arg
  * (done with code 0 and resp NULL) or at the deadline
  * (MS_ETIMEOUT_TRANSFER). MS_ENOT_LEADER on a follower, MS_EBAD_TRANSFEREE. */
 int ms_server_move_leader(ms_server *s, uint64_t target, int64_t deadline, ms_done_fn done, void *arg);
+/* Membership (Cluster service), with etcd's checks and errors. The answer
+ * (MemberAdd/Remove/Promote/UpdateResponse) comes once the change is applied. */
+int ms_server_member_add(ms_server *s, char **urls, size_t nurls, bool learner, int64_t deadline, ms_done_fn done,
+			 void *arg);
+int ms_server_member_remove(ms_server *s, uint64_t id, int64_t deadline, ms_done_fn done, void *arg);
+int ms_server_member_promote(ms_server *s, uint64_t id, int64_t deadline, ms_done_fn done, void *arg);
+int ms_server_member_update(ms_server *s, uint64_t id, char **urls, size_t nurls, int64_t deadline,
+			    ms_done_fn done, void *arg);
 /* A linearizable barrier (ReadIndex + wait for apply): for /health. */
 int ms_server_read_barrier(ms_server *s, int64_t deadline, ms_done_fn done, void *arg);
 

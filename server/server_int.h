@@ -144,6 +144,19 @@ int ms_members_load(ms_server *s, ms_err *err);
 int ms_members_bootstrap(ms_server *s, ms_err *err);
 /* Packs the member list for the meta record (apply thread or bootstrap). */
 uint8_t *ms_members_pack(const Etcdserverpb__MemberListResponse *m, size_t *len);
+/* apply thread: applies a membership change (conf change entry, or upd for
+ * MemberUpdate); true when the list changed. *resp: the proposer's answer. */
+bool ms_members_apply_change(ms_server *s, raft_node_cc_type type, uint64_t id, const Etcdserverpb__Member *rec,
+			     const Etcdserverpb__MemberUpdateRequest *upd, ProtobufCMessage **resp);
+/* server.c: peers follow the member list (loop). */
+void ms_server_members_changed(ms_server *s);
+/* An apply_result with this id tells the loop the member list changed. */
+#define APPLY_NOTE_MEMBERS 0
+/* server.c: a waiter for a request id (membership changes register their own). */
+int ms_server_add_waiter(ms_server *s, uint64_t id, int64_t deadline, ms_done_fn done, void *arg);
+void ms_server_drop_waiter(ms_server *s, uint64_t id);
+int ms_members_join(ms_server *s, ms_err *err);
+int ms_members_on_join(void *ud, const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len);
 /* True when id is a voting member. */
 bool ms_members_has(ms_server *s, uint64_t id);
 /* Applies a publish (apply thread): sets name + client URLs; returns true if changed. */

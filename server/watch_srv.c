@@ -376,6 +376,8 @@ static void feed_one(struct ms_watch_srv *ws, feed_item *it)
 		if (w->wait_drain || stream_slow(w) ||
 		    send_events(w, o->id, o->rev, o->evs, o->nevs, o->prev_kv, o->fragment) != 0) {
 			/* not sent: this watcher resumes from history at this revision */
+			MS_DEBUG("mvcc", "slow watch stream: watcher %lld resumes from history at %lld", (long long)o->id,
+				 (long long)o->rev);
 			watch_hub_unsync(ws->hub, w->hs, o->id, o->rev);
 			schedule_catchup(w);
 		}
