@@ -35,6 +35,45 @@ void api_unary_done(void *arg, int code, ProtobufCMessage *resp, const char *msg
 	grpc_call_unref(call);
 }
 
+/* etcd: a learner serves only Status and serializable Range; every other
+ * unary call and every stream gets "rpc not supported for learner". */
+static bool learner_allows(const api_slot *sl, const uint8_t *msg, size_t len)
+{
+	if (!strcmp(sl->m.path, "/etcdserverpb.Maintenance/Status"))
+		return true;
+	if (strcmp(sl->m.path, "/etcdserverpb.KV/Range") != 0)
+		return false;
+	Etcdserverpb__RangeRequest *r = etcdserverpb__range_request__unpack(&ms_pb_allocator, len, msg);
+	bool ok = r && r->serializable;
+	if (r)
+		protobuf_c_message_free_unpacked(&r->base, &ms_pb_allocator);
+	return ok;
+}
+
+static void guard_on_message(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
+{
+	api_slot *sl = ud;
+	if (ms_server_is_learner(sl->a->srv) && !learner_allows(sl, msg, len)) {
+		api_finish_error(call, MS_ELEARNER_RPC, NULL);
+		return;
+	}
+	sl->m.on_message(call, msg, len, sl->a);
+}
+
+static void guard_on_half_close(grpc_call *call, void *ud)
+{
+	api_slot *sl = ud;
+	if (sl->m.on_half_close)
+		sl->m.on_half_close(call, sl->a);
+}
+
+static void guard_on_close(grpc_call *call, void *ud)
+{
+	api_slot *sl = ud;
+	if (sl->m.on_close)
+		sl->m.on_close(call, sl->a);
+}
+
 int api_new(struct event_base *base, ms_server *srv, api **out, ms_err *err)
 {
 	api *a = ms_calloc(1, sizeof *a);
@@ -52,14 +91,20 @@ int api_new(struct event_base *base, ms_server *srv, api **out, ms_err *err)
 	for (size_t i = 0; i < MS_ARRAY_LEN(tables); i++)
 		total += tables[i].n;
 	a->methods = ms_calloc(total, sizeof *a->methods);
-	if (!a->methods) {
+	a->slots = ms_calloc(total, sizeof *a->slots);
+	if (!a->methods || !a->slots) {
+		ms_free(a->methods);
+		ms_free(a->slots);
 		ms_free(a);
 		return ms_err_set(err, MS_ENOMEM, "out of memory");
 	}
 	for (size_t i = 0; i < MS_ARRAY_LEN(tables); i++)
 		for (size_t j = 0; j < tables[i].n; j++) {
-			a->methods[a->nmethods] = tables[i].m[j];
-			a->methods[a->nmethods++].ud = a;
+			api_slot *sl = &a->slots[a->nmethods];
+			sl->a = a;
+			sl->m = tables[i].m[j];
+			a->methods[a->nmethods++] = (grpc_method){ sl->m.path, sl->m.kind, guard_on_message,
+								   guard_on_half_close, guard_on_close, sl };
 		}
 	grpc_server_opts o = { 0 };
 	o.max_recv_msg = ms_server_max_request_bytes(srv) + 512 * 1024;
@@ -117,5 +162,6 @@ void api_free(api *a)
 		return;
 	grpc_server_free(a->grpc);
 	ms_free(a->methods);
+	ms_free(a->slots);
 	ms_free(a);
 }

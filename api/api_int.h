@@ -8,11 +8,18 @@
 #include "internal.pb-c.h"
 #include "rpc.pb-c.h"
 
+/* One served method: the service's handlers behind the dispatch guard. */
+typedef struct api_slot {
+	struct api *a;
+	grpc_method m; /* the service's own entry */
+} api_slot;
+
 struct api {
 	struct event_base *base;
 	ms_server *srv;
 	grpc_server *grpc;
-	grpc_method *methods; /* every service's table, ud = this api */
+	grpc_method *methods; /* what the gRPC layer sees: guards, ud = a slot */
+	api_slot *slots;
 	size_t nmethods;
 	int max_txn_ops;
 };

@@ -478,6 +478,9 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 	}
 	if ((rc = ms_members_load(s, err)))
 		goto fail;
+	for (size_t i = 0; i < s->members->n_members; i++)
+		if (s->members->members[i]->id == s->id)
+			atomic_store(&s->is_learner, s->members->members[i]->islearner);
 	if (s->cluster_version[0])
 		MS_INFO("etcdserver/api", "enabled capabilities for version %.3s", s->cluster_version);
 	uint64_t *voters = ms_calloc(s->members->n_members, sizeof *voters);
@@ -744,9 +747,10 @@ void ms_server_members_changed(ms_server *s)
 	bool self = false;
 	for (size_t i = 0; i < s->members->n_members; i++) {
 		Etcdserverpb__Member *m = s->members->members[i];
-		if (m->id == s->id)
+		if (m->id == s->id) {
 			self = true;
-		else
+			atomic_store(&s->is_learner, m->islearner);
+		} else
 			raft_node_set_peer(s->node, m->id, m->peerurls, m->n_peerurls);
 	}
 	pthread_mutex_unlock(&s->members_mu);
@@ -874,6 +878,7 @@ int ms_server_read_barrier(ms_server *s, int64_t deadline, ms_done_fn done, void
 
 /* ---- identity and status ---- */
 uint64_t ms_server_id(const ms_server *s) { return s->id; }
+bool ms_server_is_learner(const ms_server *s) { return atomic_load(&((ms_server *)s)->is_learner); }
 uint64_t ms_server_cluster_id(const ms_server *s) { return s->cluster_id; }
 uint64_t ms_server_term(const ms_server *s) { return s->term; }
 uint64_t ms_server_leader(const ms_server *s) { return s->leader; }
@@ -914,4 +919,5 @@ void ms_server_get_status(const ms_server *s, ms_server_status *st)
 	st->db_size = engine_db_size(s->eng);
 	st->db_size_in_use = engine_db_size_in_use(s->eng);
 	st->revision = engine_current_rev(s->eng);
+	st->is_learner = ms_server_is_learner(s);
 }

@@ -73,6 +73,8 @@ uint64_t ms_server_leader(const ms_server *s);  /* 0 = none known */
 /* Fills cluster_id, member_id, raft_term (and revision when rev >= 0). */
 void ms_server_fill_header(const ms_server *s, Etcdserverpb__ResponseHeader *h, int64_t rev);
 size_t ms_server_max_request_bytes(const ms_server *s);
+/* True while this member is a learner (any thread; an atomic). */
+bool ms_server_is_learner(const ms_server *s);
 /* Fills the `header` field of any etcd response message (allocating it when
  * absent): cluster_id, member_id, raft_term; the revision is left as set. */
 int ms_server_fill_resp_header(const ms_server *s, ProtobufCMessage *resp);

@@ -75,6 +75,7 @@ struct ms_server {
 	Etcdserverpb__MemberListResponse *members;
 	char cluster_version[16];
 	_Atomic bool published;
+	_Atomic bool is_learner;
 	bool publish_inflight, version_inflight;
 
 	/* proposals waiting for apply (loop thread) */

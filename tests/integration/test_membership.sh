@@ -44,6 +44,13 @@ check "the learner joined and caught up (50 keys)" wait_for "learner catch-up" 3
 check "the learner published itself (started, named m4)" wait_for "published" 10 bash -c "etcdctl --endpoints=${CEP[1]} member list | grep -q '$NEWID, started, m4'"
 check "the learner keeps its ID across the join" [ "$(member_id_of "${CEP[4]}")" == "$NEWID" ]
 
+out=$(etcdctl --endpoints="${CEP[4]}" --command-timeout=3s put learner-write x 2>&1)
+check "a learner refuses writes: rpc not supported for learner" grep -q "etcdserver: rpc not supported for learner" <<<"$out"
+out=$(etcdctl --endpoints="${CEP[4]}" --command-timeout=3s get k1 2>&1)
+check "a learner refuses linearizable reads" grep -q "etcdserver: rpc not supported for learner" <<<"$out"
+check "a learner serves serializable reads" [ "$(ctl "${CEP[4]}" get k1 --print-value-only --consistency=s)" == 1 ]
+check "endpoint status on the learner says IS LEARNER true" bash -c "etcdctl --endpoints=${CEP[4]} endpoint status | grep -q ', true, '"
+
 # promote it, write through it
 out=$(ctl "$ALL_EPS" member promote "$NEWID" 2>&1)
 check "member promote: $out" grep -q "Member *$NEWID promoted in cluster" <<<"$out"
