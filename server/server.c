@@ -102,6 +102,54 @@ static int check_data_dir(const char *dir, bool *fresh, ms_err *err)
 	return 0;
 }
 
+/* A store written by metastore-migrate carries the flags it was made for
+ * (<data-dir>/metastore/migrated, key=value lines). Its first start must
+ * use the same member name, cluster and token, or the IDs would differ
+ * from what the operator planned: refuse with a message naming the
+ * difference. */
+static int check_migrated(const ms_server_config *cfg, ms_err *err)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/metastore/migrated", cfg->data_dir);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	char line[4096];
+	int rc = 0;
+	char ic[4096] = "";
+	size_t off = 0;
+	for (size_t i = 0; i < cfg->ninitial_cluster; i++)
+		for (size_t j = 0; j < cfg->initial_cluster[i].npeer_urls && off < sizeof ic; j++)
+			off += (size_t)snprintf(ic + off, sizeof ic - off, "%s%s=%s", off ? "," : "", cfg->initial_cluster[i].name,
+						cfg->initial_cluster[i].peer_urls[j]);
+	char ap[4096] = "";
+	off = 0;
+	for (size_t i = 0; i < cfg->npeer_urls && off < sizeof ap; i++)
+		off += (size_t)snprintf(ap + off, sizeof ap - off, "%s%s", off ? "," : "", cfg->peer_urls[i]);
+	while (!rc && fgets(line, sizeof line, f)) {
+		line[strcspn(line, "\n")] = 0;
+		char *eq = strchr(line, '=');
+		if (!eq)
+			continue;
+		*eq = 0;
+		const char *want = eq + 1, *have = NULL, *flag = NULL;
+		if (!strcmp(line, "name"))
+			have = cfg->name, flag = "--name";
+		else if (!strcmp(line, "initial-cluster"))
+			have = ic, flag = "--initial-cluster";
+		else if (!strcmp(line, "initial-advertise-peer-urls"))
+			have = ap, flag = "--initial-advertise-peer-urls";
+		else if (!strcmp(line, "initial-cluster-token"))
+			have = cfg->initial_cluster_token, flag = "--initial-cluster-token";
+		if (have && strcmp(have, want) != 0)
+			rc = ms_err_set(err, MS_EINVAL,
+					"data directory %s was migrated for %s=%s, but this member was started with %s=%s",
+					cfg->data_dir, flag, want, flag, have);
+	}
+	fclose(f);
+	return rc;
+}
+
 /* ---- waiters (loop thread) ---- */
 static void waiter_insert(ms_server *s, waiter *w)
 {
@@ -468,7 +516,7 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 		if ((rc = ms_members_join(s, err)))
 			goto fail;
 	} else if (new_member) {
-		if ((rc = ms_members_bootstrap(s, err)))
+		if ((rc = check_migrated(cfg, err)) || (rc = ms_members_bootstrap(s, err)))
 			goto fail;
 		if (!s->id) {
 			rc = ms_err_set(err, MS_EINVAL, "couldn't find local name \"%s\" in the initial cluster configuration",

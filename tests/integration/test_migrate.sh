@@ -61,6 +61,13 @@ check "source byte-identical" [ "$before" == "$(hash_src "$TMP/legacy")" ]
 check "bootstrap file" grep -qx "initial-cluster=m1=$PEER" "$TMP/new/metastore/migrated"
 check "no temporary directory left" bash -c "! compgen -G '$TMP/new.tmp-*'"
 
+# ---- a first start with other flags than the migration's is refused ----
+OQ=$(free_port)
+expect_exit 1 "was migrated for --name=m1, but this member was started with --name=other" \
+	"$METASTORE" --name other --data-dir "$TMP/new" --initial-cluster "other=http://127.0.0.1:$OQ" \
+	--initial-advertise-peer-urls "http://127.0.0.1:$OQ"
+check "the refused start created no raft log" [ ! -e "$TMP/new/metastore/raft" ]
+
 # ---- served by metastore, read with etcdctl ----
 start_member ms m1 "$TMP/new" "$P" "$Q"
 EP=127.0.0.1:$P
