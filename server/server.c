@@ -307,6 +307,8 @@ static void on_read_done(evutil_socket_t fd, short what, void *arg)
 
 /* ---- deadlines ---- */
 static void finish_moves(ms_server *s, int64_t now, int stop_code);
+static void propose_publish(ms_server *s);
+static void propose_cluster_version(ms_server *s);
 static void fail_expired_reads(read_req **list, int64_t now)
 {
 	for (read_req **pp = list; *pp;) {
@@ -337,6 +339,11 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 	fail_expired_reads(&s->reads_inflight, now);
 	fail_expired_reads(&s->reads_wait_apply, now);
 	finish_moves(s, now, 0);
+	/* publishing is retried until it commits: a proposal can be dropped
+	 * on the way to the leader (its connection not up yet) */
+	propose_publish(s);
+	if (atomic_load(&s->published))
+		propose_cluster_version(s);
 }
 
 static int64_t default_deadline(const ms_server *s)
