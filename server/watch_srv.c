@@ -296,12 +296,16 @@ static void schedule_catchup(ms_watch *w)
 	j->fragment = wi.fragment;
 	j->key_len = wi.key_len;
 	j->end_len = wi.range_end_len;
-	j->key = ms_memdup(wi.key, wi.key_len ? wi.key_len : 1);
-	j->end = ms_memdup(wi.range_end ? wi.range_end : (const uint8_t *)"", wi.range_end_len ? wi.range_end_len : 1);
+	/* copies: the worker reads them while the loop may remove the watcher */
+	j->key = ms_malloc(wi.key_len + 1);
+	j->end = ms_malloc(wi.range_end_len + 1);
 	if (!j->key || !j->end) {
 		job_free(j);
 		goto nomem;
 	}
+	memcpy(j->key, wi.key, wi.key_len);
+	if (wi.range_end_len)
+		memcpy(j->end, wi.range_end, wi.range_end_len);
 	w->job = j;
 	w->refs++;
 	ms_queue_push(ws->cu_q, j);
@@ -335,6 +339,8 @@ static void on_cu_done(evutil_socket_t fd, short what, void *arg)
 				int rc = j->n ? send_events(w, j->id, j->hdr_rev, j->evs, j->n, j->prev_kv, j->fragment) : 0;
 				if (rc == 0)
 					watch_hub_caught_up(ws->hub, w->hs, j->id, j->next_rev);
+				else
+					w->wait_drain = true; /* retried from the periodic tick */
 			}
 		}
 		job_free(j);
@@ -379,6 +385,8 @@ static void feed_one(struct ms_watch_srv *ws, feed_item *it)
 			MS_DEBUG("mvcc", "slow watch stream: watcher %lld resumes from history at %lld", (long long)o->id,
 				 (long long)o->rev);
 			watch_hub_unsync(ws->hub, w->hs, o->id, o->rev);
+			if (!w->wait_drain && !stream_slow(w))
+				w->wait_drain = true; /* the send failed: retried from the periodic tick */
 			schedule_catchup(w);
 		}
 	}
