@@ -56,6 +56,12 @@ typedef struct raft_node_callbacks {
 	/* apply thread: make everything applied so far durable (the state
 	 * machine's own fsync); the log below it may then be dropped. */
 	int (*sync)(void *ud);
+	/* loop: write a consistent copy of the state machine to dir (a
+	 * follower is behind the compacted log and gets it as a snapshot). */
+	int (*make_snapshot)(void *ud, const char *dir);
+	/* apply thread: replace the state machine with the copy in dir (the
+	 * callee owns dir from now on); *applied = the copy's consistent index. */
+	int (*install)(void *ud, const char *dir, uint64_t *applied);
 	/* loop: apply reached index (after cb.apply returned for it). */
 	void (*on_applied)(void *ud, uint64_t index);
 	/* loop: a ReadIndex started with raft_node_read_index completed. */
@@ -65,6 +71,8 @@ typedef struct raft_node_callbacks {
 	/* loop: a joining member asks for the cluster (see raft_node_join);
 	 * answer with an ms_malloc'd buffer. NULL refuses joins. */
 	int (*on_join)(void *ud, const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len);
+	/* loop: a message another member sent with raft_node_peer_send. */
+	void (*on_peer)(void *ud, uint64_t from, bool response, const uint8_t *data, size_t len);
 } raft_node_callbacks;
 
 /* A peer of this member: its id and peer URLs. */
@@ -125,6 +133,10 @@ int raft_node_set_peer(raft_node *n, uint64_t id, char *const *urls, size_t nurl
 void raft_node_remove_peer(raft_node *n, uint64_t id);
 /* True while this member's connection to peer id is up. */
 bool raft_node_peer_active(const raft_node *n, uint64_t id);
+
+/* Sends a request (or a response) to member `to` outside the log, on the
+ * same ordered connection as raft traffic. MS_EAGAIN when dropped. */
+int raft_node_peer_send(raft_node *n, uint64_t to, bool response, const uint8_t *data, size_t len);
 
 /* Starts a ReadIndex; cb.on_read(read_id, index) follows, or nothing if
  * leadership is lost (the caller times out). MS_ENO_LEADER. */

@@ -197,27 +197,18 @@ int ms_server_lease_revoke(ms_server *s, int64_t id, int64_t deadline, ms_done_f
 	return propose_revoke(s, id, deadline, done, arg);
 }
 
-/* Hook for the peer transport: a follower forwards keep-alives (and
- * TimeToLive) to the leader, as etcd's LeaseRenew does over HTTP. */
-static int lease_forward(ms_server *s, int64_t id, ms_done_fn done, void *arg)
-{
-	(void)s;
-	(void)id;
-	(void)done;
-	(void)arg;
-	return MS_ENOT_LEADER;
-}
+/* A follower forwards keep-alives to the leader over the peer transport (as
+ * etcd's LeaseRenew does over HTTP); the answer carries the leader's TTL and
+ * this member fills its own header. */
+typedef struct fwd_renew {
+	ms_server *s;
+	int64_t id;
+	ms_done_fn done;
+	void *arg;
+} fwd_renew;
 
-int ms_server_lease_renew(ms_server *s, int64_t id, ms_done_fn done, void *arg)
+static int renew_reply(ms_server *s, int64_t id, int64_t ttl, ms_done_fn done, void *arg)
 {
-	int64_t ttl = 0;
-	int rc = lease_renew(s->lease->m, id, &ttl, NULL);
-	if (rc == MS_ENOT_LEADER)
-		return lease_forward(s, id, done, arg);
-	if (rc == MS_ELEASE_NOT_FOUND)
-		ttl = 0; /* etcd: no error, TTL 0 */
-	else if (rc)
-		return rc;
 	Etcdserverpb__LeaseKeepAliveResponse *r = ms_malloc(sizeof *r);
 	if (!r)
 		return MS_ENOMEM;
@@ -230,6 +221,67 @@ int ms_server_lease_renew(ms_server *s, int64_t id, ms_done_fn done, void *arg)
 	r->ttl = ttl;
 	done(arg, 0, &r->base, NULL);
 	return 0;
+}
+
+static void forwarded_renew_done(void *arg, int code, const uint8_t *resp, size_t len)
+{
+	fwd_renew *f = arg;
+	int64_t ttl = 0;
+	if (code == 0) {
+		Etcdserverpb__LeaseKeepAliveResponse *r = etcdserverpb__lease_keep_alive_response__unpack(&ms_pb_allocator, len, resp);
+		if (r) {
+			ttl = r->ttl;
+			protobuf_c_message_free_unpacked(&r->base, &ms_pb_allocator);
+		} else {
+			code = MS_EIO;
+		}
+	}
+	if (code == MS_ELEASE_NOT_FOUND)
+		code = 0, ttl = 0; /* etcd: no error, TTL 0 */
+	if (code || renew_reply(f->s, f->id, ttl, f->done, f->arg) != 0)
+		f->done(f->arg, code ? code : MS_ENOMEM, NULL, NULL);
+	ms_free(f);
+}
+
+static int lease_forward(ms_server *s, int64_t id, ms_done_fn done, void *arg)
+{
+	uint64_t leader = ms_server_leader(s);
+	if (!leader)
+		return MS_ENO_LEADER;
+	fwd_renew *f = ms_malloc(sizeof *f);
+	if (!f)
+		return MS_ENOMEM;
+	*f = (fwd_renew){ s, id, done, arg };
+	Msinternal__PeerRequest req = MSINTERNAL__PEER_REQUEST__INIT;
+	Etcdserverpb__LeaseKeepAliveRequest ka = ETCDSERVERPB__LEASE_KEEP_ALIVE_REQUEST__INIT;
+	ka.id = id;
+	req.request_case = MSINTERNAL__PEER_REQUEST__REQUEST_KEEP_ALIVE;
+	req.keep_alive = &ka;
+	/* etcd waits for the leader up to its request timeout */
+	int rc = ms_server_peer_call(s, leader, &req, ms_now_mono_ns() + 5 * 1000000000LL, forwarded_renew_done, f);
+	if (rc)
+		ms_free(f);
+	return rc;
+}
+
+int ms_lease_srv_renew_local(ms_server *s, int64_t id, int64_t *ttl)
+{
+	*ttl = 0;
+	int rc = lease_renew(s->lease->m, id, ttl, NULL);
+	return rc == MS_ELEASE_NOT_FOUND ? 0 : rc; /* TTL 0 */
+}
+
+int ms_server_lease_renew(ms_server *s, int64_t id, ms_done_fn done, void *arg)
+{
+	int64_t ttl = 0;
+	int rc = lease_renew(s->lease->m, id, &ttl, NULL);
+	if (rc == MS_ENOT_LEADER)
+		return lease_forward(s, id, done, arg);
+	if (rc == MS_ELEASE_NOT_FOUND)
+		ttl = 0; /* etcd: no error, TTL 0 */
+	else if (rc)
+		return rc;
+	return renew_reply(s, id, ttl, done, arg);
 }
 
 typedef struct key_acc {

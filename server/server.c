@@ -339,6 +339,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 	fail_expired_reads(&s->reads_inflight, now);
 	fail_expired_reads(&s->reads_wait_apply, now);
 	finish_moves(s, now, 0);
+	ms_server_peer_sweep(s, now);
 	/* publishing is retried until it commits: a proposal can be dropped
 	 * on the way to the leader (its connection not up yet) */
 	propose_publish(s);
@@ -588,7 +589,7 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 		.base = base,
 		.snapshot_count = s->cfg.snapshot_count,
 		.cb = { .apply = ms_server_apply, .sync = sync_engine, .on_applied = on_applied, .on_read = on_read,
-			.on_leader = on_leader, .on_join = ms_members_on_join },
+			.on_leader = on_leader, .on_join = ms_members_on_join, .on_peer = ms_server_on_peer },
 		.ud = s,
 	};
 	rc = raft_node_new(&rc_cfg, &s->node, err);
@@ -674,6 +675,7 @@ void ms_server_free(ms_server *s)
 		ms_free(p);
 	}
 	finish_moves(s, 0, MS_ESTOPPED);
+	ms_server_peer_sweep(s, -1);
 	fail_reads(s->reads_queued);
 	fail_reads(s->reads_inflight);
 	fail_reads(s->reads_wait_apply);

@@ -87,6 +87,7 @@ struct ms_server {
 	pending_prop *pending_head, **pending_tail; /* proposals waiting for a leader */
 	/* MoveLeader calls waiting for the transferee to lead (loop thread) */
 	struct move_wait *moves;
+	void *peer_calls; /* peer.c's pending calls */
 
 	/* linearizable reads (loop thread) */
 	read_req *reads_queued;      /* waiting for the next ReadIndex round */
@@ -149,6 +150,16 @@ uint8_t *ms_members_pack(const Etcdserverpb__MemberListResponse *m, size_t *len)
  * MemberUpdate); true when the list changed. *resp: the proposer's answer. */
 bool ms_members_apply_change(ms_server *s, raft_node_cc_type type, uint64_t id, const Etcdserverpb__Member *rec,
 			     const Etcdserverpb__MemberUpdateRequest *upd, ProtobufCMessage **resp);
+/* peer.c: requests to another member outside the log (loop thread).
+ * done(arg, code, packed response, len): code 0, MS_ETIMEOUT, or the
+ * responder's MS_E* code. */
+typedef void (*ms_peer_done_fn)(void *arg, int code, const uint8_t *resp, size_t len);
+int ms_server_peer_call(ms_server *s, uint64_t to, Msinternal__PeerRequest *req, int64_t deadline,
+			ms_peer_done_fn done, void *arg);
+void ms_server_peer_sweep(ms_server *s, int64_t now);
+void ms_server_on_peer(void *ud, uint64_t from, bool response, const uint8_t *data, size_t len);
+/* lease_srv.c: a keep-alive on this member's lease manager (the leader's). */
+int ms_lease_srv_renew_local(ms_server *s, int64_t id, int64_t *ttl);
 /* server.c: peers follow the member list (loop). */
 void ms_server_members_changed(ms_server *s);
 /* An apply_result with this id tells the loop the member list changed. */
