@@ -140,8 +140,9 @@ fuzz: deps
 	  mkdir -p build-fuzz/corpus/$$n; \
 	  echo "== $$n ($(FUZZ_SECONDS)s)"; build-fuzz/bin/$$n -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus/$$n tests/fuzz/corpus/$$n 2>&1 | tail -3 || exit 1; done
 
+# smaller sizes for the heavy tests: valgrind is ~30x slower
 valgrind: all build-tests
-	@VALGRIND=1 sh tests/run.sh unit $(UNIT_BINS)
+	@VALGRIND=1 SIM_SEEDS=20 LEASE_TEST_N=20000 WATCH_TEST_N=5000 sh tests/run.sh unit $(UNIT_BINS)
 
 bench: deps
 	@$(MAKE) --no-print-directory OPT=-O2 $(BENCH_BINS)
@@ -162,3 +163,27 @@ clean:
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# ---- performance (bench/RESULTS.md) ----
+# BENCH names the load here (put, range, txn, lease, watch); the scripts'
+# own BENCH (the load generator's path) is set explicitly below.
+PROFILE_LOAD = $(or $(filter put range txn lease watch,$(BENCH)),put)
+PERF_ENV = BENCH="$(CURDIR)/$(BIN)/metastore-bench" METASTORE="$(CURDIR)/$(BIN)/metastore"
+
+# `make profile BENCH=put`: a one-member server under that load, sampled by
+# perf for ~5 s (callgrind when perf is missing); prints the hottest functions.
+profile: all
+	@$(PERF_ENV) bash bench/profile.sh $(PROFILE_LOAD)
+
+# MetaStore vs etcd 3.4 with three members each; a latency PNG per load
+# under bench/results/plots (gnuplot-nox is installed when missing).
+bench-cluster: all
+	@$(PERF_ENV) MEMBERS=3 OUT="$(CURDIR)/bench/results/compare-3.json" bash bench/bench_compare.sh
+	@bash bench/bench_plot.sh bench/results/compare-3.json bench/results/plots
+
+# A fresh compare run against bench/baseline.json: non-zero exit when a
+# same-run MetaStore/etcd ratio drops >10 % (throughput) or rises >15 % (p99).
+bench-check: all
+	@$(PERF_ENV) bash bench/bench_check.sh bench/baseline.json
+
+.PHONY: profile bench-cluster bench-check

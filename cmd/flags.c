@@ -11,7 +11,7 @@
 
 extern char **environ;
 
-typedef enum { F_STRING, F_UINT, F_INT, F_BOOL } flag_type;
+typedef enum { F_STRING, F_UINT, F_INT, F_BOOL, F_DURATION } flag_type;
 
 typedef struct flag_def {
 	const char *name;
@@ -55,6 +55,8 @@ static const flag_def flags[] = {
 	  "Reject reconfiguration requests that would cause quorum loss.", 0 },
 	{ "enable-grpc-gateway", F_BOOL, OFF(enable_grpc_gateway), "true",
 	  "Enable GRPC gateway (only 'true'; the JSON gateway answers 501 until it is implemented).", 0 },
+	{ "experimental-watch-progress-notify-interval", F_DURATION, OFF(watch_progress_notify_ns), "10m",
+	  "Duration of periodic watch progress notifications.", 0 },
 	{ "logger", F_STRING, OFF(logger), "capnslog", "Only 'capnslog' is supported.", 0 },
 	{ "log-outputs", F_STRING, OFF(log_outputs), "default", "Only 'default' and 'stderr' are supported.", 0 },
 	{ "log-level", F_STRING, OFF(log_level), "info", "Configures log level. Only supports debug, info, warn, error, panic, or fatal.", 0 },
@@ -79,7 +81,7 @@ static const char *const unsupported[] = {
 	"proxy-write-timeout", "proxy-read-timeout", "force-new-cluster", "unsafe-no-fsync",
 	"log-package-levels", "experimental-initial-corrupt-check", "experimental-corrupt-check-time",
 	"experimental-enable-lease-checkpoint", "experimental-compaction-batch-limit",
-	"experimental-watch-progress-notify-interval", "experimental-warning-apply-duration",
+"experimental-warning-apply-duration",
 	"experimental-backend-bbolt-freelist-type", "experimental-peer-skip-client-san-verification",
 	"experimental-enable-v2v3",
 };
@@ -138,6 +140,35 @@ static int set_value(ms_flags *f, const flag_def *d, const char *val, const char
 		if (errno || *end)
 			goto bad;
 		*(uint64_t *)(base + d->off) = v;
+		return 0;
+	}
+	case F_DURATION: {
+		/* Go's time.ParseDuration subset: [0-9]+(.[0-9]+)?(ns|us|ms|s|m|h), repeated */
+		const char *q = val;
+		double total = 0;
+		if (!*q)
+			goto bad;
+		if (!strcmp(q, "0")) {
+			*(int64_t *)(base + d->off) = 0;
+			return 0;
+		}
+		while (*q) {
+			char *end;
+			double v = strtod(q, &end);
+			if (end == q || v < 0)
+				goto bad;
+			q = end;
+			double unit;
+			if (!strncmp(q, "ns", 2)) unit = 1, q += 2;
+			else if (!strncmp(q, "us", 2) || !strncmp(q, "\xc2\xb5s", 3)) unit = 1e3, q += q[0] == 'u' ? 2 : 3;
+			else if (!strncmp(q, "ms", 2)) unit = 1e6, q += 2;
+			else if (*q == 's') unit = 1e9, q += 1;
+			else if (*q == 'm') unit = 60e9, q += 1;
+			else if (*q == 'h') unit = 3600e9, q += 1;
+			else goto bad;
+			total += v * unit;
+		}
+		*(int64_t *)(base + d->off) = (int64_t)total;
 		return 0;
 	}
 	case F_INT: {

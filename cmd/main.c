@@ -289,6 +289,7 @@ int main(int argc, char **argv)
 		.election_ms = (int)f.election_timeout,
 		.snapshot_count = f.snapshot_count,
 		.strict_reconfig_check = f.strict_reconfig_check,
+		.watch_progress_notify_ns = f.watch_progress_notify_ns,
 		.on_ready = on_ready,
 		.ready_ud = &a,
 	};

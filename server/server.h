@@ -51,6 +51,7 @@ typedef struct ms_server_config {
 	uint64_t snapshot_count;
 	int reader_threads;                 /* 0 = 2 */
 	bool strict_reconfig_check;         /* --strict-reconfig-check */
+	int64_t watch_progress_notify_ns;   /* --experimental-watch-progress-notify-interval; 0 = 10 min */
 	/* loop: this member has published itself through raft and may serve
 	 * clients (etcd's ReadyNotify). */
 	void (*on_ready)(void *ud);

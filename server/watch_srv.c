@@ -18,10 +18,9 @@
  * catch-up from the first revision not sent (watch_hub_unsync), and catch-up
  * for that stream waits until the output drains below half the bound.
  *
- * Progress notifications: every METASTORE_WATCH_PROGRESS_NOTIFY_INTERVAL
- * (environment, a duration in ms, e.g. 500; default 10 min as etcd's
- * --experimental-watch-progress-notify-interval) for progress_notify
- * watchers that got nothing in the interval. */
+ * Progress notifications: every --experimental-watch-progress-notify-interval
+ * (default 10 min, as etcd) for progress_notify watchers that got nothing in
+ * the interval. */
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -437,17 +436,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 /* ---- life cycle ---- */
 
-static int64_t progress_interval_ns(void)
+static int64_t progress_interval_ns(const ms_server *s)
 {
-	const char *v = getenv("METASTORE_WATCH_PROGRESS_NOTIFY_INTERVAL");
-	if (v && *v) {
-		char *end;
-		long long ms = strtoll(v, &end, 10);
-		if (*end == 0 && ms >= 1)
-			return ms * 1000000LL;
-		MS_WARN("etcdserver", "ignoring METASTORE_WATCH_PROGRESS_NOTIFY_INTERVAL=%s (want milliseconds)", v);
-	}
-	return 600LL * 1000000000LL; /* etcd's default: 10 minutes */
+	int64_t v = s->cfg.watch_progress_notify_ns;
+	return v > 0 ? v : 600LL * 1000000000LL; /* etcd's default: 10 minutes */
 }
 
 int ms_watch_srv_init(ms_server *s, ms_err *err)
@@ -459,7 +451,7 @@ int ms_watch_srv_init(ms_server *s, ms_err *err)
 	ws->s = s;
 	ws->streams.next = ws->streams.prev = &ws->streams;
 	ws->streams.refs = 1;
-	ws->progress_ns = progress_interval_ns();
+	ws->progress_ns = progress_interval_ns(s);
 	ws->frag_limit = s->cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
 	watch_batch_init(&ws->batch);
 	watch_cfg cfg = { .now = watch_clock, .progress_interval_ns = ws->progress_ns, .rev = engine_current_rev(s->eng) };

@@ -4,14 +4,14 @@
 # IDs differ by design and are normalised), lease expiry deletes attached
 # keys once, and the clientv3 checks of tests/go/leasewatch pass.
 #
-# MetaStore runs with METASTORE_WATCH_PROGRESS_NOTIFY_INTERVAL=500 (ms) and
+# MetaStore runs with --experimental-watch-progress-notify-interval=500ms and
 # etcd with --experimental-watch-progress-notify-interval=500ms so the
 # periodic progress notification is seen quickly.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/golib.sh"
 
 MP=$(free_port); MQ=$(free_port); EP=$(free_port); EQ=$(free_port)
-METASTORE_WATCH_PROGRESS_NOTIFY_INTERVAL=500 start_member ms m1 "$TMP/ms" "$MP" "$MQ"
+start_member ms m1 "$TMP/ms" "$MP" "$MQ" --experimental-watch-progress-notify-interval=500ms
 MSPID=$LAST_PID
 start_member etcd e1 "$TMP/etcd" "$EP" "$EQ" --experimental-watch-progress-notify-interval=500ms
 MS=127.0.0.1:$MP

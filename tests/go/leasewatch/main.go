@@ -10,7 +10,7 @@
 // Usage: leasewatch ENDPOINT   (exit 0 = all checks passed)
 // The server must run with a progress-notify interval of at most 1 s
 // (etcd: --experimental-watch-progress-notify-interval=500ms; MetaStore:
-// METASTORE_WATCH_PROGRESS_NOTIFY_INTERVAL=500) and default
+// --experimental-watch-progress-notify-interval=500ms) and default
 // --max-request-bytes.
 package main
 
