@@ -86,7 +86,8 @@ int api_new(struct event_base *base, ms_server *srv, api **out, ms_err *err)
 		const grpc_method *m;
 		size_t n;
 	} tables[] = { { api_kv_methods, api_kv_nmethods }, { api_maint_methods, api_maint_nmethods },
-		       { api_lease_methods, api_lease_nmethods }, { api_watch_methods, api_watch_nmethods } };
+		       { api_lease_methods, api_lease_nmethods }, { api_watch_methods, api_watch_nmethods },
+		       { api_lock_methods, api_lock_nmethods }, { api_election_methods, api_election_nmethods } };
 	size_t total = 0;
 	for (size_t i = 0; i < MS_ARRAY_LEN(tables); i++)
 		total += tables[i].n;

@@ -43,6 +43,41 @@ extern const grpc_method api_lease_methods[];
 extern const size_t api_lease_nmethods;
 extern const grpc_method api_watch_methods[];
 extern const size_t api_watch_nmethods;
+extern const grpc_method api_lock_methods[];
+extern const size_t api_lock_nmethods;
+extern const grpc_method api_election_methods[];
+extern const size_t api_election_nmethods;
+
+/* ---- server-side recipes for Lock and Election (svc_lock.c) ----
+ * etcd 3.4 runs these services as clientv3 recipes inside the server, so an
+ * error from an inner KV/Lease request reaches the caller as status Unknown
+ * with the inner error's text; api_finish_unknown does that. */
+void api_finish_unknown(grpc_call *call, int code, const char *detail);
+/* A server-side watcher on [key, end) from start_rev (end empty = one key)
+ * built on a server watch stream. fn gets each WatchResponse (borrowed) on
+ * the loop thread from a deferred event, never from inside the server's
+ * watch code, so fn may call api_kwatch_close (no later calls then). */
+typedef struct api_kwatch api_kwatch;
+typedef void (*api_kwatch_fn)(void *arg, const Etcdserverpb__WatchResponse *resp);
+int api_kwatch_open(api *a, ProtobufCBinaryData key, ProtobufCBinaryData end, int64_t start_rev, api_kwatch_fn fn,
+		    void *arg, api_kwatch **out);
+void api_kwatch_close(api_kwatch *kw);
+/* etcd's waitDeletes: returns once no key under [pfx, end) with a create
+ * revision <= max_create_rev is left. fn(arg, 0, hdr of the last Range) or
+ * fn(arg, code, NULL, detail) runs exactly once, unless the wait is cancelled
+ * first; after fn the wait is gone. */
+typedef struct api_waitdel api_waitdel;
+typedef void (*api_waitdel_fn)(void *arg, int code, const Etcdserverpb__ResponseHeader *hdr, const char *detail);
+int api_wait_deletes(api *a, ProtobufCBinaryData pfx, ProtobufCBinaryData end, int64_t max_create_rev,
+		     api_waitdel_fn fn, void *arg, api_waitdel **out);
+void api_wait_deletes_cancel(api_waitdel *w);
+/* A RangeRequest for ms_server_range (ms_malloc'd with its key copies):
+ * [key, end), sorted by create revision (asc or desc), limit 1. */
+Etcdserverpb__RangeRequest *api_range_by_create(ProtobufCBinaryData key, ProtobufCBinaryData end, bool desc);
+/* "<name>/" and its prefix end, and "<name>/<lease as %x>" (ms_malloc'd;
+ * free with ms_free on .data). */
+int api_recipe_keys(ProtobufCBinaryData name, int64_t lease, ProtobufCBinaryData *pfx, ProtobufCBinaryData *end,
+		    ProtobufCBinaryData *key);
 
 /* HTTP/1.1 endpoints (/health, /version, /metrics). */
 void api_http1(void *ud, const grpc_http1_request *req, grpc_http1_response *resp);
