@@ -77,6 +77,8 @@ int grpc_call_new_internal(grpc_conn *c, int32_t stream_id, grpc_call **out)
 	call->conn = c;
 	call->stream_id = stream_id;
 	call->refs = 1;
+	call->md = call->md_inline;
+	call->capmd = GRPC_CALL_INLINE_MD;
 	call->next = c->calls;
 	if (c->calls)
 		c->calls->prev = call;
@@ -85,16 +87,42 @@ int grpc_call_new_internal(grpc_conn *c, int32_t stream_id, grpc_call **out)
 	return 0;
 }
 
+static bool in_arena(const grpc_call *call, const char *p)
+{
+	return p >= call->arena && p < call->arena + sizeof call->arena;
+}
+
+static void call_str_free(grpc_call *call, char *p)
+{
+	if (p && !in_arena(call, p))
+		ms_free(p);
+}
+
+char *grpc_call_strndup(grpc_call *call, const uint8_t *s, size_t n)
+{
+	char *p;
+	if (n < sizeof call->arena - call->arena_used) {
+		p = call->arena + call->arena_used;
+		call->arena_used += n + 1;
+	} else if (!(p = ms_malloc(n + 1))) {
+		return NULL;
+	}
+	memcpy(p, s, n);
+	p[n] = 0;
+	return p;
+}
+
 static void call_free(grpc_call *call)
 {
 	for (size_t i = 0; i < call->nmd; i++) {
-		ms_free(call->md[i].name);
-		ms_free(call->md[i].value);
+		call_str_free(call, call->md[i].name);
+		call_str_free(call, call->md[i].value);
 	}
-	ms_free(call->md);
-	ms_free(call->path);
-	ms_free(call->encoding);
-	ms_free(call->content_type);
+	if (call->md != call->md_inline)
+		ms_free(call->md);
+	call_str_free(call, call->path);
+	call_str_free(call, call->encoding);
+	call_str_free(call, call->content_type);
 	ms_free(call->msg);
 	ms_free(call->out.p);
 	ms_free(call->message);
@@ -149,21 +177,32 @@ const char *grpc_call_metadata(const grpc_call *call, const char *name)
 
 int grpc_call_add_header(grpc_call *call, const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen)
 {
+	static const struct {
+		const char *s;
+		size_t n;
+	} skip[] = {{"te", 2}, {"user-agent", 10}, {"content-type", 12}, {"grpc-accept-encoding", 20},
+		    {"accept-encoding", 15}};
 	call->md_bytes += nlen + vlen + 32;
 	if (call->md_bytes > GRPC_MAX_METADATA_BYTES)
 		return MS_EINVAL;
+	for (size_t i = 0; i < MS_ARRAY_LEN(skip); i++)
+		if (nlen == skip[i].n && memcmp(name, skip[i].s, nlen) == 0)
+			return 0;
 	if (call->nmd == call->capmd) {
-		size_t cap = call->capmd ? call->capmd * 2 : 8;
-		grpc_md *md = ms_realloc(call->md, cap * sizeof *md);
+		size_t cap = call->capmd * 2;
+		grpc_md *md = ms_malloc(cap * sizeof *md);
 		if (!md)
 			return MS_ENOMEM;
+		memcpy(md, call->md, call->nmd * sizeof *md);
+		if (call->md != call->md_inline)
+			ms_free(call->md);
 		call->md = md;
 		call->capmd = cap;
 	}
-	char *n = ms_strndup((const char *)name, nlen), *v = ms_strndup((const char *)value, vlen);
+	char *n = grpc_call_strndup(call, name, nlen), *v = grpc_call_strndup(call, value, vlen);
 	if (!n || !v) {
-		ms_free(n);
-		ms_free(v);
+		call_str_free(call, n);
+		call_str_free(call, v);
 		return MS_ENOMEM;
 	}
 	call->md[call->nmd].name = n;

@@ -77,7 +77,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
 		dst = &call->encoding;
 	} else {
 		if (name_is(name, nlen, "content-type") && !call->content_type) {
-			call->content_type = ms_strndup((const char *)value, vlen);
+			call->content_type = grpc_call_strndup(call, value, vlen);
 			if (!call->content_type)
 				return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 		}
@@ -87,7 +87,7 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
 	if (dst) {
 		if (*dst) /* repeated: nghttp2's messaging checks reject most of these already */
 			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-		*dst = ms_strndup((const char *)value, vlen);
+		*dst = grpc_call_strndup(call, value, vlen);
 		if (!*dst)
 			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	}

@@ -31,6 +31,12 @@ typedef struct grpc_md {
 	char *name, *value;
 } grpc_md;
 
+/* Header strings of a typical call (path, content-type, a little metadata)
+ * fit in the call itself: no allocation per header (issue #6 profile:
+ * ms_strndup per request header was most of the loop thread's malloc). */
+#define GRPC_CALL_ARENA 256
+#define GRPC_CALL_INLINE_MD 4
+
 struct grpc_call {
 	grpc_conn *conn;           /* NULL once the connection is gone */
 	int32_t stream_id;
@@ -39,8 +45,11 @@ struct grpc_call {
 	char *path;
 	char *encoding;            /* grpc-encoding, or NULL */
 	char *content_type;
-	grpc_md *md;
+	grpc_md *md;               /* md_inline until more are needed */
 	size_t nmd, capmd, md_bytes;
+	grpc_md md_inline[GRPC_CALL_INLINE_MD];
+	char arena[GRPC_CALL_ARENA]; /* strings; larger ones are ms_malloc'd */
+	size_t arena_used;
 	int64_t deadline;
 	void *data;
 	bool bad_headers;          /* malformed grpc-timeout etc.: the stream is reset */
@@ -102,8 +111,12 @@ void grpc_conn_kick(grpc_conn *c);
 
 /* ---- grpc_call.c, used by grpc_conn.c ---- */
 int grpc_call_new_internal(grpc_conn *c, int32_t stream_id, grpc_call **out);
-/* Request header (not a pseudo-header or one of the handled ones). 0 or MS_ENOMEM/MS_EINVAL. */
+/* Request header (not a pseudo-header or one of the handled ones). 0 or MS_ENOMEM/MS_EINVAL.
+ * Transport headers no handler reads (te, user-agent, content-type,
+ * [grpc-]accept-encoding) count against the metadata limit but are not kept. */
 int grpc_call_add_header(grpc_call *call, const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen);
+/* A NUL-terminated copy of s[0, n) owned by the call (freed with it); NULL on ENOMEM. */
+char *grpc_call_strndup(grpc_call *call, const uint8_t *s, size_t n);
 /* Received DATA bytes: reassembles and delivers messages. */
 void grpc_call_on_data(grpc_call *call, const uint8_t *data, size_t len);
 /* The client sent END_STREAM. */

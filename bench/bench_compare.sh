@@ -150,7 +150,7 @@ for kind in $KINDS; do
 			jq -c --arg kind "$kind" --arg load "$name" --arg args "$args $COMMON" --argjson cpu "$cpu" \
 				'{kind: $kind, load: $load, args: $args, ok: .ok, errors: .errors,
 				  rps: .requests_per_sec, p50_ms: .latency.p50_ms, p99_ms: .latency.p99_ms,
-				  avg_ms: .latency.avg_ms, server_cpu_s: $cpu,
+				  avg_ms: .latency.avg_ms, server_cpu_s: $cpu, latency: .latency,
 				  watch_p50_ms: .watch_delivery_latency.p50_ms, watch_p99_ms: .watch_delivery_latency.p99_ms}' \
 				"$TMP/$kind-$name.json" >>"$ROWS"
 			printf '   %-13s %10.0f req/s  p99 %7.2f ms\n' "$name" \

@@ -14,6 +14,13 @@
 
 static const char *const cf_names[] = {"default", "kv", "rev", "lease", "meta"};
 
+/* Memory caps (issue #6: peak RSS; bench/RESULTS.md has the measurements).
+ * Smaller memtables cost CPU: at 4 MiB the flushes and L0 compactions took
+ * ~40 % more server CPU per put than 32 MiB for 7 MiB less peak RSS. */
+#define ENG_BLOCK_CACHE ((size_t)8 << 20)
+#define ENG_WRITE_BUFFER ((size_t)32 << 20)
+#define ENG_DB_WRITE_BUFFER ((size_t)48 << 20)
+
 int eng_rdb_err(ms_err *err, int code, const char *what, char *rerr)
 {
 	ms_err_set(err, code, "engine: %s: %s", what, rerr ? rerr : "unknown error");
@@ -269,13 +276,31 @@ int engine_open(const char *dir, const engine_opts *o, engine **out, ms_err *err
 	pthread_cond_init(&e->cdone, NULL);
 	e->opts = rocksdb_options_create();
 	e->bbo = rocksdb_block_based_options_create();
-	e->cache = rocksdb_cache_create_lru(o->block_cache_bytes ? o->block_cache_bytes : (size_t)64 << 20);
+	e->cache = rocksdb_cache_create_lru(o->block_cache_bytes ? o->block_cache_bytes : ENG_BLOCK_CACHE);
 	rocksdb_block_based_options_set_block_cache(e->bbo, e->cache);
+	/* index and filter blocks live in (and are bounded by) the block cache,
+	 * not in per-file table readers; L0's stay pinned since every seek
+	 * touches every L0 file */
+	rocksdb_block_based_options_set_cache_index_and_filter_blocks(e->bbo, 1);
+	rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(e->bbo, 1);
 	rocksdb_options_set_block_based_table_factory(e->opts, e->bbo);
 	rocksdb_options_set_max_background_jobs(e->opts, 2);
 	rocksdb_options_set_create_if_missing(e->opts, fresh);
 	rocksdb_options_set_create_missing_column_families(e->opts, fresh);
 	rocksdb_options_set_info_log_level(e->opts, 2 /* WARN */);
+	rocksdb_options_set_keep_log_file_num(e->opts, 2);
+	rocksdb_options_set_max_open_files(e->opts, 256);
+	/* Memtables are the engine's bulk of RSS: RocksDB's defaults (64 MiB
+	 * per CF, two per CF) let five CFs grow to 640 MiB. The DB-wide cap
+	 * flushes the largest memtable first. */
+	rocksdb_options_set_write_buffer_size(e->opts, ENG_WRITE_BUFFER);
+	rocksdb_options_set_max_write_buffer_number(e->opts, 2);
+	rocksdb_options_set_db_write_buffer_size(e->opts, ENG_DB_WRITE_BUFFER);
+	/* the meta CF is written by every batch: without a WAL cap it would pin
+	 * every WAL file until it filled its own memtable */
+	rocksdb_options_set_max_total_wal_size(e->opts, 2 * ENG_DB_WRITE_BUFFER);
+	rocksdb_options_set_target_file_size_base(e->opts, 16 << 20);
+	rocksdb_options_set_max_bytes_for_level_base(e->opts, 128 << 20);
 	e->ro = rocksdb_readoptions_create();
 	e->wo = rocksdb_writeoptions_create();
 	rocksdb_writeoptions_set_sync(e->wo, 0);

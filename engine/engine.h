@@ -47,7 +47,7 @@ typedef struct engine_opts {
 	bool create_if_missing;     /* create a new store when <dir> does not exist */
 	int max_txn_ops;            /* --max-txn-ops, default 128 */
 	int64_t quota_bytes;        /* --quota-backend-bytes; 0 = 2 GiB */
-	size_t block_cache_bytes;   /* 0 = a small default (64 MiB) */
+	size_t block_cache_bytes;   /* 0 = a small default (8 MiB) */
 } engine_opts;
 
 /* Opens (or, with create_if_missing, creates) the store in directory dir.

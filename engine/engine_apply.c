@@ -32,6 +32,13 @@ rocksdb_iterator_t *eng_apply_iter(engine_apply *a, rocksdb_column_family_handle
 	return rocksdb_writebatch_wi_create_iterator_with_base_cf(a->wb, base, cf);
 }
 
+rocksdb_iterator_t *eng_apply_kv_iter(engine_apply *a)
+{
+	if (!a->kv_it)
+		a->kv_it = eng_apply_iter(a, a->e->cf_kv);
+	return a->kv_it;
+}
+
 static void free_groups(engine_apply *a)
 {
 	for (size_t g = 0; g < a->ngroups; g++) {
@@ -137,11 +144,9 @@ int eng_check_put_state(engine_apply *a, const Etcdserverpb__PutRequest *r, ms_e
 	if (r->key.len == 0)
 		return ms_err_set(err, MS_EKEY_EMPTY, "etcdserver: key is not provided");
 	if (r->ignore_value || r->ignore_lease) {
-		rocksdb_iterator_t *it = eng_apply_iter(a, a->e->cf_kv);
 		engine_kv kv;
 		bool found;
-		int rc = lookup(it, r->key.data, r->key.len, a->rev, &kv, &found, err);
-		rocksdb_iter_destroy(it);
+		int rc = lookup(eng_apply_kv_iter(a), r->key.data, r->key.len, a->rev, &kv, &found, err);
 		if (rc)
 			return rc;
 		if (!found)
@@ -181,7 +186,7 @@ int eng_do_put(engine_apply *a, eng_wctx *w, const Etcdserverpb__PutRequest *r, 
 	const uint8_t *key = r->key.data;
 	size_t klen = r->key.len;
 	int rc = 0;
-	rocksdb_iterator_t *it = eng_apply_iter(a, e->cf_kv);
+	rocksdb_iterator_t *it = eng_apply_kv_iter(a);
 	engine_kv prev;
 	bool found;
 	uint8_t *val = NULL, *row = NULL, *scratch = NULL;
@@ -213,8 +218,6 @@ int eng_do_put(engine_apply *a, eng_wctx *w, const Etcdserverpb__PutRequest *r, 
 		if (!(prev_pb = eng_pb_kv(&prev, false)))
 			goto oom;
 	}
-	rocksdb_iter_destroy(it);
-	it = NULL;
 
 	if (out) {
 		if (!(resp = ms_malloc(sizeof *resp)))
@@ -261,8 +264,6 @@ int eng_do_put(engine_apply *a, eng_wctx *w, const Etcdserverpb__PutRequest *r, 
 oom:
 	rc = ms_err_set(err, MS_ENOMEM, "engine: out of memory");
 out:
-	if (it)
-		rocksdb_iter_destroy(it);
 	if (prev_pb)
 		protobuf_c_message_free_unpacked(&prev_pb->base, &ms_pb_allocator);
 	if (resp)
@@ -323,9 +324,8 @@ int eng_do_delete(engine_apply *a, eng_wctx *w, const Etcdserverpb__DeleteRangeR
 	int rc = eng_bounds_init(&b, r->key.data, r->key.len, r->range_end.data, r->range_end.len);
 	if (rc)
 		return ms_err_set(err, rc, "engine: out of memory");
-	rocksdb_iterator_t *it = eng_apply_iter(a, e->cf_kv);
-	rc = eng_scan(it, &b, w->main, del_cb, &d, err);
-	rocksdb_iter_destroy(it);
+	/* del_cb copies what it keeps: the shared iterator may move on */
+	rc = eng_scan(eng_apply_kv_iter(a), &b, w->main, del_cb, &d, err);
 	eng_bounds_free(&b);
 	if (rc)
 		goto out;
@@ -560,6 +560,8 @@ int engine_apply_meta_put(engine_apply *a, const char *name, const uint8_t *val,
 static void apply_free(engine_apply *a)
 {
 	free_groups(a);
+	if (a->kv_it)
+		rocksdb_iter_destroy(a->kv_it); /* before wb: it reads wb's index */
 	rocksdb_writebatch_wi_destroy(a->wb);
 	a->e->batch_open = false;
 	ms_free(a);
