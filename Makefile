@@ -13,7 +13,7 @@ WARN   += -Werror
 endif
 OPT    ?= -O2
 CFLAGS ?= $(OPT) -g
-CFLAGS += -std=gnu11 -pthread -fno-strict-aliasing $(WARN) -I. -I$(BUILD)/gen
+CFLAGS += -std=gnu11 -D_GNU_SOURCE -pthread -fno-strict-aliasing $(WARN) -I. -I$(BUILD)/gen
 ifneq ($(SAN),)
 CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=$(SAN)

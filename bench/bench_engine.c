@@ -4,7 +4,9 @@
  * --batch N also measures puts applied N per batch (what the server's apply
  * thread does under many clients). Prints a table and writes
  * bench/results/engine.json. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <ftw.h>
 #include <protobuf-c/protobuf-c.h>
 #include <stdio.h>

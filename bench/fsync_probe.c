@@ -3,7 +3,9 @@
  * Appends SIZE bytes and fdatasyncs, N times, in a fresh file under DIR;
  * prints p50/p99 and writes bench/results/fsync.json.
  * Usage: fsync_probe [--dir DIR] [--count N] [--size BYTES] */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,7 @@
 /* main.c — the metastore binary: etcd's flags, then one member: server core
  * (raft, engine, apply) and the client API on one event loop. */
 #include <event2/event.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,6 +178,9 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* a handful of threads: glibc's default of 8 arenas per core only
+	 * fragments memory (measured: 6-9 MiB of RSS) */
+	mallopt(M_ARENA_MAX, 2);
 
 	/* ---- validate, with etcd's wording where etcd has one ---- */
 	if (f.config_file && *f.config_file) {

@@ -13,8 +13,11 @@
 struct raft_log_store {
 	rocksdb_t *db;
 	rocksdb_options_t *opts;
-	rocksdb_writeoptions_t *wsync;
+	rocksdb_writeoptions_t *wsync, *wnosync;
 	rocksdb_readoptions_t *ropts;
+	rocksdb_block_based_table_options_t *bbo;
+	rocksdb_cache_t *cache;
+	raft_log_hs last_hs; /* the hard state last written (writer thread) */
 };
 
 static void entry_key(uint8_t k[9], uint64_t index)
@@ -48,8 +51,17 @@ int raft_log_store_open(const char *dir, bool create, raft_log_store **out, ms_e
 	rocksdb_options_set_max_open_files(s->opts, 64);
 	rocksdb_options_set_keep_log_file_num(s->opts, 2);
 	rocksdb_options_set_recycle_log_file_num(s->opts, 4);
+	/* the log is written once and read only at start-up: small buffers
+	 * (RocksDB's defaults cost ~40 MiB of memtable here) */
+	rocksdb_options_set_write_buffer_size(s->opts, 4 << 20);
+	rocksdb_options_set_max_write_buffer_number(s->opts, 2);
+	s->bbo = rocksdb_block_based_options_create();
+	s->cache = rocksdb_cache_create_lru(1 << 20);
+	rocksdb_block_based_options_set_block_cache(s->bbo, s->cache);
+	rocksdb_options_set_block_based_table_factory(s->opts, s->bbo);
 	s->wsync = rocksdb_writeoptions_create();
 	rocksdb_writeoptions_set_sync(s->wsync, 1);
+	s->wnosync = rocksdb_writeoptions_create();
 	s->ropts = rocksdb_readoptions_create();
 
 	char *rerr = NULL;
@@ -105,6 +117,11 @@ void raft_log_store_close(raft_log_store *s)
 		rocksdb_close(s->db);
 	rocksdb_options_destroy(s->opts);
 	rocksdb_writeoptions_destroy(s->wsync);
+	rocksdb_writeoptions_destroy(s->wnosync);
+	if (s->bbo)
+		rocksdb_block_based_options_destroy(s->bbo);
+	if (s->cache)
+		rocksdb_cache_destroy(s->cache);
 	rocksdb_readoptions_destroy(s->ropts);
 	ms_free(s);
 }
@@ -130,6 +147,7 @@ int raft_log_store_load(raft_log_store *s, raft_log_hs *hs, uint64_t *snap_index
 		hs->term = ms_get_u64le((uint8_t *)v);
 		hs->vote = ms_get_u64le((uint8_t *)v + 8);
 		hs->commit = ms_get_u64le((uint8_t *)v + 16);
+		s->last_hs = *hs;
 		free(v);
 	}
 	v = rocksdb_get(s->db, s->ropts, "sn", 2, &vlen, &rerr);
@@ -195,6 +213,21 @@ int raft_log_store_write(raft_log_store *s, const raft_log_write *w, size_t nw, 
 	uint8_t *buf = NULL;
 	size_t cap = 0;
 	int rc = 0;
+	/* Raft needs entries, truncations, term and vote durable before it
+	 * answers; a write that only moves the commit index need not be synced
+	 * (commit is re-learned from the leader, and the state machine's
+	 * consistent index covers what was applied). */
+	bool sync = false;
+	raft_log_hs hs = s->last_hs;
+	for (size_t i = 0; i < nw; i++) {
+		if (w[i].nents || w[i].truncate_from)
+			sync = true;
+		if (w[i].hs) {
+			if (w[i].hs->term != hs.term || w[i].hs->vote != hs.vote)
+				sync = true;
+			hs = *w[i].hs;
+		}
+	}
 	for (size_t i = 0; i < nw; i++) {
 		if (w[i].truncate_from) {
 			uint8_t lo[9], hi[9];
@@ -230,9 +263,11 @@ int raft_log_store_write(raft_log_store *s, const raft_log_write *w, size_t nw, 
 		}
 	}
 	char *rerr = NULL;
-	rocksdb_write(s->db, s->wsync, wb, &rerr);
+	rocksdb_write(s->db, sync ? s->wsync : s->wnosync, wb, &rerr);
 	if (rerr)
 		rc = rocks_err(err, rerr, "write");
+	else
+		s->last_hs = hs;
 out:
 	ms_free(buf);
 	rocksdb_writebatch_destroy(wb);

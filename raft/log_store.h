@@ -41,7 +41,8 @@ typedef int (*raft_log_entry_fn)(void *arg, const raft_log_rec *rec);
 int raft_log_store_load(raft_log_store *s, raft_log_hs *hs, uint64_t *snap_index, uint64_t *snap_term,
 			uint8_t **conf, size_t *conf_len, raft_log_entry_fn fn, void *arg, ms_err *err);
 
-/* One synchronous write: optionally the hard state; optionally delete every
+/* One write, synchronous unless all it changes is the commit index:
+ * optionally the hard state; optionally delete every
  * entry with index >= truncate_from (a follower's conflicting suffix; 0 =
  * none); then append the entries. When this returns 0 it is on disk. */
 typedef struct raft_log_write {

@@ -863,6 +863,8 @@ int raft_node_start(raft_node *n, ms_err *err)
 		return ms_err_set(err, MS_EIO, "cannot start the apply thread");
 	}
 	n->threads_started = true;
+	pthread_setname_np(n->writer, "ms-logwriter");
+	pthread_setname_np(n->applier, "ms-apply");
 	n->log_done_ev = event_new(n->base, ms_queue_fd(n->log_done_q), EV_READ | EV_PERSIST, on_log_done, n);
 	n->applied_ev = event_new(n->base, ms_queue_fd(n->applied_q), EV_READ | EV_PERSIST, on_applied, n);
 	n->tick_ev = event_new(n->base, -1, EV_PERSIST, on_tick, n);

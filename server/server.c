@@ -631,6 +631,8 @@ int ms_server_start(ms_server *s, ms_err *err)
 		if (pthread_create(&s->readers[i], NULL, reader_main, s) != 0) {
 			s->nreaders = i;
 			return ms_err_set(err, MS_EIO, "cannot start reader threads");
+		} else {
+			pthread_setname_np(s->readers[i], "ms-reader");
 		}
 	int lwrc;
 	if ((lwrc = ms_lease_srv_start(s, err)) || (lwrc = ms_watch_srv_start(s, err)))

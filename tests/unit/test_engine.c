@@ -1,6 +1,8 @@
 /* test_engine.c — the MVCC engine: codec, key order, revisions, Range
  * options, Put/Delete options, Txn, compaction, reopen, leases, history. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,6 +1,8 @@
 /* test_engine_compact.c — compaction (logical and physical), HashKV, the
  * history walk, leases, import and checkpoint. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

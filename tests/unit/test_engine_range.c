@@ -1,7 +1,9 @@
 /* test_engine_range.c — every Range option: range_end conventions, limit,
  * more, count, sort order and target, keys_only, count_only, revision
  * filters, historical revisions and their errors. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,7 +1,9 @@
 /* test_engine_txn.c — Txn: compares of every target and result on present,
  * missing and ranged keys, nested txns and their headers, the request
  * checks (too many ops, duplicate keys) and failure without side effects. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -3,7 +3,9 @@
  * expected.json; broken sources are refused with nothing left behind and the
  * source unchanged. With MIGRATE_BENCH_KEYS=N in the environment it instead
  * measures a migration of N generated keys and prints keys/s and MB/s. */
-#define _GNU_SOURCE /* nftw, mkdtemp, scandir */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -3,7 +3,9 @@
  * is down, the per-peer queue bound, FORWARD, snapshot streaming, and bad
  * input on the peer port. One event_base is driven by hand until a condition
  * holds (with a generous deadline that only turns a hang into a failure). */
-#define _GNU_SOURCE /* nftw */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,6 +1,8 @@
 /* migrate.c — legacy RocksDB (gob or binary values) to a MetaStore data directory. */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* nftw, mkdtemp */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #endif
 #include "tools/migrate/migrate.h"
 
