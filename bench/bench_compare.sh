@@ -62,7 +62,9 @@ trap cleanup EXIT
 free_port() {
 	local p
 	while :; do
-		p=$((20000 + RANDOM % 30000))
+		# below the kernel's ephemeral range (32768+), where outgoing
+		# connections would race us for the port
+		p=$((10000 + RANDOM % 22000))
 		if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "$p"; return; fi
 	done
 }

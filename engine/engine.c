@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <protobuf-c/protobuf-c.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,12 +45,12 @@ static int64_t prop_sum(engine *e, const char *name)
 	return (int64_t)total;
 }
 
-int64_t engine_db_size(engine *e)
+static int64_t engine_db_size_unlocked(engine *e)
 {
 	return prop_sum(e, "rocksdb.total-sst-files-size") + prop_sum(e, "rocksdb.cur-size-all-mem-tables");
 }
 
-int64_t engine_db_size_in_use(engine *e)
+static int64_t engine_db_size_in_use_unlocked(engine *e)
 {
 	return prop_sum(e, "rocksdb.estimate-live-data-size") + prop_sum(e, "rocksdb.cur-size-all-mem-tables");
 }
@@ -82,7 +83,7 @@ int eng_meta_get_i64(engine *e, const char *name, int64_t *v, bool *found, ms_er
 	return 0;
 }
 
-int engine_meta_get(engine *e, const char *name, uint8_t **val, size_t *len, ms_err *err)
+static int engine_meta_get_unlocked(engine *e, const char *name, uint8_t **val, size_t *len, ms_err *err)
 {
 	size_t nlen = strlen(name);
 	char *k = ms_malloc(nlen + 2);
@@ -104,7 +105,7 @@ int engine_meta_get(engine *e, const char *name, uint8_t **val, size_t *len, ms_
 	return 0;
 }
 
-bool engine_lease_exists(engine *e, int64_t id)
+static bool engine_lease_exists_unlocked(engine *e, int64_t id)
 {
 	uint8_t k[9] = {'L'};
 	ms_put_u64be(k + 1, (uint64_t)id);
@@ -272,6 +273,11 @@ int engine_open(const char *dir, const engine_opts *o, engine **out, ms_err *err
 	e->max_txn_ops = o->max_txn_ops > 0 ? o->max_txn_ops : 128;
 	e->quota_bytes = o->quota_bytes > 0 ? o->quota_bytes : (int64_t)2 << 30;
 	pthread_mutex_init(&e->cmu, NULL);
+	pthread_rwlockattr_t rwa;
+	pthread_rwlockattr_init(&rwa);
+	pthread_rwlockattr_setkind_np(&rwa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&e->swap, &rwa);
+	pthread_rwlockattr_destroy(&rwa);
 	pthread_cond_init(&e->ccond, NULL);
 	pthread_cond_init(&e->cdone, NULL);
 	e->opts = rocksdb_options_create();
@@ -379,6 +385,7 @@ void engine_close(engine *e)
 	if (e->cache)
 		rocksdb_cache_destroy(e->cache);
 	pthread_mutex_destroy(&e->cmu);
+	pthread_rwlock_destroy(&e->swap);
 	pthread_cond_destroy(&e->ccond);
 	pthread_cond_destroy(&e->cdone);
 	ms_free(e->dir);
@@ -386,7 +393,7 @@ void engine_close(engine *e)
 }
 
 /* ---- leases ---- */
-int engine_leases(engine *e, engine_lease_fn fn, void *arg, ms_err *err)
+static int engine_leases_unlocked(engine *e, engine_lease_fn fn, void *arg, ms_err *err)
 {
 	const rocksdb_snapshot_t *snap = rocksdb_create_snapshot(e->db);
 	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
@@ -609,7 +616,7 @@ int engine_import_finish(engine *e, int64_t current_rev, int64_t compact_rev, ms
 	return 0;
 }
 
-int engine_checkpoint(engine *e, const char *dir, ms_err *err)
+static int engine_checkpoint_unlocked(engine *e, const char *dir, ms_err *err)
 {
 	char *rerr = NULL;
 	rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(e->db, &rerr);
@@ -622,11 +629,215 @@ int engine_checkpoint(engine *e, const char *dir, ms_err *err)
 	return 0;
 }
 
-int engine_sync(engine *e, ms_err *err)
+static int engine_sync_unlocked(engine *e, ms_err *err)
 {
 	char *rerr = NULL;
 	rocksdb_flush_wal(e->db, 1, &rerr);
 	if (rerr)
 		return eng_rdb_err(err, MS_EIO, "sync", rerr);
 	return 0;
+}
+
+/* ---- public reads: each holds the swap lock (see engine_install) ---- */
+int64_t engine_db_size(engine *e)
+{
+	eng_rlock(e);
+	int64_t rc = engine_db_size_unlocked(e);
+	eng_runlock(e);
+	return rc;
+}
+
+int64_t engine_db_size_in_use(engine *e)
+{
+	eng_rlock(e);
+	int64_t rc = engine_db_size_in_use_unlocked(e);
+	eng_runlock(e);
+	return rc;
+}
+
+int engine_meta_get(engine *e, const char *name, uint8_t **val, size_t *len, ms_err *err)
+{
+	eng_rlock(e);
+	int rc = engine_meta_get_unlocked(e, name, val, len, err);
+	eng_runlock(e);
+	return rc;
+}
+
+bool engine_lease_exists(engine *e, int64_t id)
+{
+	eng_rlock(e);
+	bool rc = engine_lease_exists_unlocked(e, id);
+	eng_runlock(e);
+	return rc;
+}
+
+int engine_leases(engine *e, engine_lease_fn fn, void *arg, ms_err *err)
+{
+	eng_rlock(e);
+	int rc = engine_leases_unlocked(e, fn, arg, err);
+	eng_runlock(e);
+	return rc;
+}
+
+int engine_checkpoint(engine *e, const char *dir, ms_err *err)
+{
+	eng_rlock(e);
+	int rc = engine_checkpoint_unlocked(e, dir, err);
+	eng_runlock(e);
+	return rc;
+}
+
+int engine_sync(engine *e, ms_err *err)
+{
+	eng_rlock(e);
+	int rc = engine_sync_unlocked(e, err);
+	eng_runlock(e);
+	return rc;
+}
+
+/* ---- snapshot install ---- */
+
+static void remove_tree(const char *path)
+{
+	DIR *d = opendir(path);
+	if (d) {
+		struct dirent *de;
+		while ((de = readdir(d))) {
+			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+				continue;
+			char p[4096];
+			snprintf(p, sizeof p, "%s/%s", path, de->d_name);
+			if (unlink(p) != 0)
+				remove_tree(p);
+		}
+		closedir(d);
+	}
+	rmdir(path);
+}
+
+/* fsyncs every regular file in dir, then dir itself */
+static int sync_tree(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return -1;
+	struct dirent *de;
+	int rc = 0;
+	while ((de = readdir(d)) && rc == 0) {
+		if (de->d_name[0] == '.')
+			continue;
+		char p[4096];
+		snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+		int fd = open(p, O_RDONLY);
+		if (fd < 0 || fsync(fd) != 0)
+			rc = -1;
+		if (fd >= 0)
+			close(fd);
+	}
+	closedir(d);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY);
+	if (fd < 0 || fsync(fd) != 0)
+		rc = -1;
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+static void close_db(engine *e)
+{
+	rocksdb_column_family_handle_t **cfs[] = {&e->cf_default, &e->cf_kv, &e->cf_rev, &e->cf_lease, &e->cf_meta};
+	for (size_t i = 0; i < MS_ARRAY_LEN(cfs); i++)
+		if (*cfs[i]) {
+			rocksdb_column_family_handle_destroy(*cfs[i]);
+			*cfs[i] = NULL;
+		}
+	if (e->db)
+		rocksdb_close(e->db);
+	e->db = NULL;
+}
+
+static int open_db(engine *e, ms_err *err)
+{
+	int rc;
+	rocksdb_options_set_create_if_missing(e->opts, 0);
+	rocksdb_options_set_create_missing_column_families(e->opts, 0);
+	if ((rc = check_cfs(e->dir, e->opts, err)))
+		return rc;
+	const rocksdb_options_t *cfo[MS_ARRAY_LEN(cf_names)];
+	rocksdb_column_family_handle_t *h[MS_ARRAY_LEN(cf_names)] = {0};
+	for (size_t i = 0; i < MS_ARRAY_LEN(cf_names); i++)
+		cfo[i] = e->opts;
+	char *rerr = NULL;
+	e->db = rocksdb_open_column_families(e->opts, e->dir, (int)MS_ARRAY_LEN(cf_names), cf_names, cfo, h, &rerr);
+	if (rerr)
+		return eng_rdb_err(err, MS_ECORRUPT, "open", rerr);
+	e->cf_default = h[0];
+	e->cf_kv = h[1];
+	e->cf_rev = h[2];
+	e->cf_lease = h[3];
+	e->cf_meta = h[4];
+	return load_meta(e, err);
+}
+
+int engine_install(engine *e, const char *src, ms_err *err)
+{
+	int rc;
+	size_t n = strlen(e->dir) + 16;
+	char *old = ms_malloc(n);
+	if (!old)
+		return ms_err_set(err, MS_ENOMEM, "engine: out of memory");
+	snprintf(old, n, "%s.old", e->dir);
+	if (sync_tree(src) != 0) {
+		ms_free(old);
+		return ms_err_set(err, MS_EIO, "engine: cannot sync the snapshot in %s: %s", src, strerror(errno));
+	}
+	pthread_rwlock_wrlock(&e->swap);
+	eng_compact_stop(e);
+	close_db(e);
+	remove_tree(old);
+	if (rename(e->dir, old) != 0 || rename(src, e->dir) != 0) {
+		rc = ms_err_set(err, MS_EIO, "engine: cannot move the snapshot into %s: %s", e->dir, strerror(errno));
+		if (access(e->dir, F_OK) != 0)
+			rename(old, e->dir);
+		goto reopen;
+	}
+	char *parent = ms_strdup(e->dir);
+	if (parent) {
+		char *slash = strrchr(parent, '/');
+		if (slash) {
+			*slash = 0;
+			int fd = open(parent, O_RDONLY | O_DIRECTORY);
+			if (fd >= 0) {
+				fsync(fd);
+				close(fd);
+			}
+		}
+		ms_free(parent);
+	}
+	if ((rc = open_db(e, err)) != 0) {
+		/* the snapshot does not open: go back to the store we had */
+		MS_ERROR("engine", "installed snapshot does not open (%s); keeping the previous store", err ? err->msg : "");
+		close_db(e);
+		remove_tree(e->dir);
+		rename(old, e->dir);
+		goto reopen;
+	}
+	remove_tree(old);
+	goto restart;
+reopen:
+	if (open_db(e, NULL) != 0) {
+		pthread_rwlock_unlock(&e->swap);
+		ms_free(old);
+		return ms_err_set(err, MS_EIO, "engine: cannot reopen %s after a failed snapshot install", e->dir);
+	}
+restart:
+	pthread_mutex_lock(&e->cmu);
+	e->stopping = false;
+	e->compact_target = e->compact_done;
+	pthread_mutex_unlock(&e->cmu);
+	if (eng_compact_start(e, NULL) == 0 && atomic_load(&e->compact) > e->compact_done)
+		eng_compact_schedule(e, atomic_load(&e->compact));
+	pthread_rwlock_unlock(&e->swap);
+	ms_free(old);
+	return rc;
 }

@@ -166,6 +166,14 @@ int engine_import_kv(engine *e, const engine_kv *kv, ms_err *err);
 int engine_import_lease(engine *e, int64_t id, int64_t ttl, ms_err *err);
 int engine_import_finish(engine *e, int64_t current_rev, int64_t compact_rev, ms_err *err);
 
+/* Replaces the whole store with the checkpoint in dir (a raft snapshot from
+ * the leader; dir is moved into place, so it must be on the same file
+ * system). Apply thread only, with no batch open. Reads on other threads
+ * wait for the swap and then see the new store; revisions and the
+ * consistent index are the snapshot's. On failure the previous store stays
+ * (MS_ECORRUPT / MS_EIO). */
+int engine_install(engine *e, const char *dir, ms_err *err);
+
 /* Makes every committed apply batch durable (fsyncs RocksDB's WAL): needed
  * before the raft log below the consistent index may be dropped. */
 int engine_sync(engine *e, ms_err *err);

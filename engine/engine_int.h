@@ -57,6 +57,11 @@ struct engine {
 	int64_t compact_target;    /* guarded by cmu */
 	int64_t compact_done;      /* guarded by cmu */
 	bool stopping;             /* guarded by cmu */
+
+	/* Readers hold it shared; engine_install holds it exclusively while it
+	 * swaps the store underneath (writer-preferring, so an install is not
+	 * starved by a stream of reads). */
+	pthread_rwlock_t swap;
 };
 
 /* one revision's events, delivered at commit */
@@ -153,5 +158,8 @@ void eng_compact_schedule(engine *e, int64_t rev);
 
 /* ---- meta helpers (engine.c) ---- */
 int eng_meta_get_i64(engine *e, const char *name, int64_t *v, bool *found, ms_err *err);
+
+static inline void eng_rlock(engine *e) { pthread_rwlock_rdlock(&e->swap); }
+static inline void eng_runlock(engine *e) { pthread_rwlock_unlock(&e->swap); }
 
 #endif

@@ -373,7 +373,7 @@ static void view_close(engine *e, eng_view *v)
 	rocksdb_release_snapshot(e->db, v->snap);
 }
 
-int engine_range(engine *e, const Etcdserverpb__RangeRequest *r, Etcdserverpb__RangeResponse **out, ms_err *err)
+static int engine_range_unlocked(engine *e, const Etcdserverpb__RangeRequest *r, Etcdserverpb__RangeResponse **out, ms_err *err)
 {
 	eng_view v;
 	view_open(e, &v);
@@ -390,7 +390,7 @@ int engine_range(engine *e, const Etcdserverpb__RangeRequest *r, Etcdserverpb__R
  * does not depend on how far background compaction has got, and members
  * with the same history agree. The numbers differ from etcd's (different
  * row format). */
-int engine_hash_kv(engine *e, int64_t rev, uint32_t *hash, int64_t *hash_rev, int64_t *compact_rev, ms_err *err)
+static int engine_hash_kv_unlocked(engine *e, int64_t rev, uint32_t *hash, int64_t *hash_rev, int64_t *compact_rev, ms_err *err)
 {
 	eng_view v;
 	view_open(e, &v);
@@ -530,7 +530,7 @@ static int history_event(rocksdb_iterator_t *kit, const uint8_t *key, size_t kle
 	return 0;
 }
 
-int engine_history(engine *e, const uint8_t *key, size_t key_len, const uint8_t *range_end, size_t range_end_len,
+static int engine_history_unlocked(engine *e, const uint8_t *key, size_t key_len, const uint8_t *range_end, size_t range_end_len,
 		   int64_t start_rev, int64_t end_rev, bool want_prev, size_t max_events, engine_event_fn fn,
 		   void *arg, int64_t *next_rev, ms_err *err)
 {
@@ -603,5 +603,33 @@ int engine_history(engine *e, const uint8_t *key, size_t key_len, const uint8_t 
 	rocksdb_iter_destroy(kit);
 	rocksdb_iter_destroy(rit);
 	view_close(e, &v);
+	return rc;
+}
+
+/* ---- public reads: each holds the swap lock (see engine_install) ---- */
+int engine_range(engine *e, const Etcdserverpb__RangeRequest *r, Etcdserverpb__RangeResponse **out, ms_err *err)
+{
+	eng_rlock(e);
+	int rc = engine_range_unlocked(e, r, out, err);
+	eng_runlock(e);
+	return rc;
+}
+
+int engine_hash_kv(engine *e, int64_t rev, uint32_t *hash, int64_t *hash_rev, int64_t *compact_rev, ms_err *err)
+{
+	eng_rlock(e);
+	int rc = engine_hash_kv_unlocked(e, rev, hash, hash_rev, compact_rev, err);
+	eng_runlock(e);
+	return rc;
+}
+
+int engine_history(engine *e, const uint8_t *key, size_t key_len, const uint8_t *range_end, size_t range_end_len,
+		   int64_t start_rev, int64_t end_rev, bool want_prev, size_t max_events, engine_event_fn fn,
+		   void *arg, int64_t *next_rev, ms_err *err)
+{
+	eng_rlock(e);
+	int rc = engine_history_unlocked(e, key, key_len, range_end, range_end_len, start_rev, end_rev, want_prev,
+					 max_events, fn, arg, next_rev, err);
+	eng_runlock(e);
 	return rc;
 }

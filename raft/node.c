@@ -36,6 +36,7 @@ typedef struct log_job {
 /* Committed entries for the apply thread (entries and data in one block). */
 typedef struct apply_job {
 	char *install_dir; /* a snapshot to install instead of entries */
+	uint64_t install_index; /* its raft index */
 	size_t n;
 	raft_node_entry ents[];
 } apply_job;
@@ -240,16 +241,18 @@ static void *applier_main(void *arg)
 			if (j->install_dir) {
 				/* Raft §7: the leader's snapshot replaces the state machine;
 				 * entries after it follow in later jobs */
-				uint64_t ci = 0;
+				uint64_t ci = 0, idx = j->install_index;
 				int rc = n->cb.install(n->ud, j->install_dir, &ci);
 				if (rc == 0)
-					MS_INFO("raft", "%llx installed a snapshot up to %llu", (unsigned long long)n->id,
-						(unsigned long long)ci);
+					MS_INFO("raft", "%llx installed a snapshot at %llu (store at %llu)",
+						(unsigned long long)n->id, (unsigned long long)idx, (unsigned long long)ci);
 				ms_free(j->install_dir);
 				ms_free(j);
 				if (rc == 0)
 					n->last_sync = ci; /* the installed copy is durable */
-				post_applied(n, ci, rc, false);
+				/* the core learns the snapshot's index; entries up to the
+				 * store's own index are skipped when they arrive */
+				post_applied(n, idx, rc, false);
 				continue;
 			}
 			/* group: everything queued now is applied by one callback */
@@ -456,6 +459,7 @@ static void drive(raft_node *n)
 			apply_job *aj = ms_calloc(1, sizeof *aj);
 			MS_ASSERT(aj != NULL);
 			aj->install_dir = n->incoming_dir;
+			aj->install_index = rd.snapshot->index;
 			n->incoming_dir = NULL;
 			ms_queue_push(n->apply_q, aj);
 			snapjob = ms_calloc(1, sizeof *snapjob);

@@ -382,3 +382,19 @@ int ms_server_lease_leases(ms_server *s, Etcdserverpb__LeaseLeasesResponse **out
 	*out = r;
 	return 0;
 }
+
+/* apply thread, after a snapshot replaced the store: the manager follows
+ * the store's lease records again (a follower's manager keeps no clocks
+ * running, so dropping and reloading loses nothing). */
+int ms_lease_srv_reload(ms_server *s, ms_err *err)
+{
+	int64_t *ids = NULL;
+	size_t n = 0;
+	int rc = lease_list(s->lease->m, &ids, &n, err);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < n; i++)
+		lease_revoke(s->lease->m, ids[i], NULL);
+	ms_free(ids);
+	return engine_leases(s->eng, lease_mgr_load, s->lease->m, err);
+}

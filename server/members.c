@@ -647,3 +647,32 @@ bool ms_members_apply_change(ms_server *s, raft_node_cc_type type, uint64_t id, 
 	pthread_mutex_unlock(&s->members_mu);
 	return changed;
 }
+
+int ms_members_after_install(ms_server *s, ms_err *err)
+{
+	/* the snapshot's meta names the leader as the local member: ours again */
+	engine_apply *a;
+	int rc = engine_apply_begin(s->eng, NULL, NULL, &a, err);
+	if (rc)
+		return rc;
+	if ((rc = save_u64(a, "local_member_id", s->id, err)) == 0)
+		rc = engine_apply_commit(a, engine_consistent_index(s->eng), err);
+	else
+		engine_apply_abort(a);
+	if (rc)
+		return rc;
+	uint8_t *buf;
+	size_t len;
+	if ((rc = engine_meta_get(s->eng, "members", &buf, &len, err)))
+		return rc;
+	Etcdserverpb__MemberListResponse *l = etcdserverpb__member_list_response__unpack(&ms_pb_allocator, len, buf);
+	ms_free(buf);
+	if (!l)
+		return ms_err_set(err, MS_ECORRUPT, "the snapshot's member list does not decode");
+	pthread_mutex_lock(&s->members_mu);
+	Etcdserverpb__MemberListResponse *old = s->members;
+	s->members = l;
+	pthread_mutex_unlock(&s->members_mu);
+	protobuf_c_message_free_unpacked(&old->base, &ms_pb_allocator);
+	return 0;
+}

@@ -158,6 +158,11 @@ int ms_server_peer_call(ms_server *s, uint64_t to, Msinternal__PeerRequest *req,
 			ms_peer_done_fn done, void *arg);
 void ms_server_peer_sweep(ms_server *s, int64_t now);
 void ms_server_on_peer(void *ud, uint64_t from, bool response, const uint8_t *data, size_t len);
+/* lease_srv.c: reload the lease manager from the store (after a snapshot). */
+int ms_lease_srv_reload(ms_server *s, ms_err *err);
+/* members.c: re-read this member's view of the cluster after a snapshot
+ * replaced the store (whose meta came from the leader). */
+int ms_members_after_install(ms_server *s, ms_err *err);
 /* lease_srv.c: a keep-alive on this member's lease manager (the leader's). */
 int ms_lease_srv_renew_local(ms_server *s, int64_t id, int64_t *ttl);
 /* server.c: peers follow the member list (loop). */

@@ -23,8 +23,12 @@ trap cleanup EXIT
 free_port() {
 	local p
 	while :; do
-		p=$((20000 + RANDOM % 30000))
-		if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "$p"; return; fi
+		# below the kernel's ephemeral range (32768+), where outgoing
+		# connections would race us for the port; never the same port
+		# twice in one test ($(free_port) runs in a subshell: remember in a file)
+		p=$((10000 + RANDOM % 22000))
+		grep -qx "$p" "$TMP/ports" 2>/dev/null && continue
+		if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "$p" >>"$TMP/ports"; echo "$p"; return; fi
 	done
 }
 
@@ -75,6 +79,7 @@ finish() {
 declare -a CEP CPID CDIR CPORT PPORT
 start_cluster() {
 	local n=$1 i
+	shift
 	CLUSTER=""
 	for i in $(seq 1 "$n"); do
 		CPORT[$i]=$(free_port); PPORT[$i]=$(free_port)
@@ -91,7 +96,7 @@ start_cluster_member() {
 	"$METASTORE" --name "m$i" --data-dir "${CDIR[$i]}" \
 		--listen-client-urls "http://${CEP[$i]}" --advertise-client-urls "http://${CEP[$i]}" \
 		--listen-peer-urls "http://127.0.0.1:${PPORT[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${PPORT[$i]}" \
-		--initial-cluster "$CLUSTER" --heartbeat-interval 50 --election-timeout 500 "${@:2}" >>"${CDIR[$i]}.log" 2>&1 &
+		--initial-cluster "$CLUSTER" --heartbeat-interval 50 --election-timeout 500 "$@" >>"${CDIR[$i]}.log" 2>&1 &
 	CPID[$i]=$!
 	PIDS+=("${CPID[$i]}")
 }
