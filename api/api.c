@@ -85,9 +85,9 @@ int api_new(struct event_base *base, ms_server *srv, api **out, ms_err *err)
 	const struct {
 		const grpc_method *m;
 		size_t n;
-	} tables[] = { { api_kv_methods, api_kv_nmethods }, { api_maint_methods, api_maint_nmethods },
-		       { api_lease_methods, api_lease_nmethods }, { api_watch_methods, api_watch_nmethods },
-		       { api_lock_methods, api_lock_nmethods }, { api_election_methods, api_election_nmethods } };
+	} tables[] = {{api_kv_methods, api_kv_nmethods},       {api_maint_methods, api_maint_nmethods},
+	              {api_lease_methods, api_lease_nmethods}, {api_watch_methods, api_watch_nmethods},
+	              {api_lock_methods, api_lock_nmethods},   {api_election_methods, api_election_nmethods}};
 	size_t total = 0;
 	for (size_t i = 0; i < MS_ARRAY_LEN(tables); i++)
 		total += tables[i].n;
@@ -104,10 +104,10 @@ int api_new(struct event_base *base, ms_server *srv, api **out, ms_err *err)
 			api_slot *sl = &a->slots[a->nmethods];
 			sl->a = a;
 			sl->m = tables[i].m[j];
-			a->methods[a->nmethods++] = (grpc_method){ sl->m.path, sl->m.kind, guard_on_message,
-								   guard_on_half_close, guard_on_close, sl };
+			a->methods[a->nmethods++] = (grpc_method){sl->m.path,          sl->m.kind,     guard_on_message,
+			                                          guard_on_half_close, guard_on_close, sl};
 		}
-	grpc_server_opts o = { 0 };
+	grpc_server_opts o = {0};
 	o.max_recv_msg = ms_server_max_request_bytes(srv) + 512 * 1024;
 	o.http1 = api_http1;
 	o.http1_ud = a;
@@ -120,7 +120,10 @@ int api_new(struct event_base *base, ms_server *srv, api **out, ms_err *err)
 	return 0;
 }
 
-void api_set_max_txn_ops(api *a, int n) { a->max_txn_ops = n; }
+void api_set_max_txn_ops(api *a, int n)
+{
+	a->max_txn_ops = n;
+}
 
 int api_listen(api *a, const char *url, ms_err *err)
 {

@@ -60,7 +60,7 @@ void api_finish_unknown(grpc_call *call, int code, const char *detail);
 typedef struct api_kwatch api_kwatch;
 typedef void (*api_kwatch_fn)(void *arg, const Etcdserverpb__WatchResponse *resp);
 int api_kwatch_open(api *a, ProtobufCBinaryData key, ProtobufCBinaryData end, int64_t start_rev, api_kwatch_fn fn,
-		    void *arg, api_kwatch **out);
+                    void *arg, api_kwatch **out);
 void api_kwatch_close(api_kwatch *kw);
 /* etcd's waitDeletes: returns once no key under [pfx, end) with a create
  * revision <= max_create_rev is left. fn(arg, 0, hdr of the last Range) or
@@ -69,7 +69,7 @@ void api_kwatch_close(api_kwatch *kw);
 typedef struct api_waitdel api_waitdel;
 typedef void (*api_waitdel_fn)(void *arg, int code, const Etcdserverpb__ResponseHeader *hdr, const char *detail);
 int api_wait_deletes(api *a, ProtobufCBinaryData pfx, ProtobufCBinaryData end, int64_t max_create_rev,
-		     api_waitdel_fn fn, void *arg, api_waitdel **out);
+                     api_waitdel_fn fn, void *arg, api_waitdel **out);
 void api_wait_deletes_cancel(api_waitdel *w);
 /* A RangeRequest for ms_server_range (ms_malloc'd with its key copies):
  * [key, end), sorted by create revision (asc or desc), limit 1. */
@@ -77,7 +77,7 @@ Etcdserverpb__RangeRequest *api_range_by_create(ProtobufCBinaryData key, Protobu
 /* "<name>/" and its prefix end, and "<name>/<lease as %x>" (ms_malloc'd;
  * free with ms_free on .data). */
 int api_recipe_keys(ProtobufCBinaryData name, int64_t lease, ProtobufCBinaryData *pfx, ProtobufCBinaryData *end,
-		    ProtobufCBinaryData *key);
+                    ProtobufCBinaryData *key);
 
 /* HTTP/1.1 endpoints (/health, /version, /metrics). */
 void api_http1(void *ud, const grpc_http1_request *req, grpc_http1_response *resp);

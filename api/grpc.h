@@ -47,11 +47,23 @@ struct ProtobufCMessage;
 
 /* gRPC status codes */
 enum {
-	GRPC_OK = 0, GRPC_CANCELED = 1, GRPC_UNKNOWN = 2, GRPC_INVALID_ARGUMENT = 3,
-	GRPC_DEADLINE_EXCEEDED = 4, GRPC_NOT_FOUND = 5, GRPC_ALREADY_EXISTS = 6,
-	GRPC_PERMISSION_DENIED = 7, GRPC_RESOURCE_EXHAUSTED = 8, GRPC_FAILED_PRECONDITION = 9,
-	GRPC_ABORTED = 10, GRPC_OUT_OF_RANGE = 11, GRPC_UNIMPLEMENTED = 12, GRPC_INTERNAL = 13,
-	GRPC_UNAVAILABLE = 14, GRPC_DATA_LOSS = 15, GRPC_UNAUTHENTICATED = 16,
+	GRPC_OK = 0,
+	GRPC_CANCELED = 1,
+	GRPC_UNKNOWN = 2,
+	GRPC_INVALID_ARGUMENT = 3,
+	GRPC_DEADLINE_EXCEEDED = 4,
+	GRPC_NOT_FOUND = 5,
+	GRPC_ALREADY_EXISTS = 6,
+	GRPC_PERMISSION_DENIED = 7,
+	GRPC_RESOURCE_EXHAUSTED = 8,
+	GRPC_FAILED_PRECONDITION = 9,
+	GRPC_ABORTED = 10,
+	GRPC_OUT_OF_RANGE = 11,
+	GRPC_UNIMPLEMENTED = 12,
+	GRPC_INTERNAL = 13,
+	GRPC_UNAVAILABLE = 14,
+	GRPC_DATA_LOSS = 15,
+	GRPC_UNAUTHENTICATED = 16,
 };
 
 typedef struct grpc_server grpc_server;
@@ -90,20 +102,20 @@ typedef struct grpc_http1_response {
 typedef void (*grpc_http1_fn)(void *ud, const grpc_http1_request *req, grpc_http1_response *resp);
 
 typedef struct grpc_server_opts {
-	size_t max_recv_msg;         /* default: 1.5 MiB + 512 KiB = 2097152 */
+	size_t max_recv_msg;             /* default: 1.5 MiB + 512 KiB = 2097152 */
 	uint32_t max_concurrent_streams; /* default: 2^31-1 as grpc-go (etcd: math.MaxUint32) */
-	uint32_t initial_window;     /* per-stream window; default 1 MiB */
-	uint32_t conn_window;        /* connection window; default 16 MiB */
-	size_t max_pending_out;      /* per-call back-pressure bound; default 4 MiB */
-	grpc_http1_fn http1;         /* may be NULL: HTTP/1.1 requests get 404 */
+	uint32_t initial_window;         /* per-stream window; default 1 MiB */
+	uint32_t conn_window;            /* connection window; default 16 MiB */
+	size_t max_pending_out;          /* per-call back-pressure bound; default 4 MiB */
+	grpc_http1_fn http1;             /* may be NULL: HTTP/1.1 requests get 404 */
 	void *http1_ud;
 } grpc_server_opts;
 
 /* ---- framing core: no sockets ---- */
 typedef int (*grpc_conn_send_fn)(void *ud, const uint8_t *data, size_t len); /* 0 or MS_EIO */
 /* A connection's framing state. methods must outlive it. */
-int grpc_conn_new(const grpc_server_opts *opts, const grpc_method *methods, size_t nmethods,
-		  grpc_conn_send_fn send, void *send_ud, grpc_conn **out);
+int grpc_conn_new(const grpc_server_opts *opts, const grpc_method *methods, size_t nmethods, grpc_conn_send_fn send,
+                  void *send_ud, grpc_conn **out);
 /* Feeds received bytes. Returns 0, or MS_EINVAL when the peer broke HTTP/2
  * (a GOAWAY has been queued; the caller flushes and closes). */
 int grpc_conn_recv(grpc_conn *c, const uint8_t *data, size_t len);
@@ -115,8 +127,8 @@ bool grpc_conn_want_close(grpc_conn *c);
 void grpc_conn_free(grpc_conn *c);
 
 /* ---- server: sockets on a libevent loop ---- */
-int grpc_server_new(struct event_base *base, const grpc_server_opts *opts, const grpc_method *methods,
-		    size_t nmethods, grpc_server **out, ms_err *err);
+int grpc_server_new(struct event_base *base, const grpc_server_opts *opts, const grpc_method *methods, size_t nmethods,
+                    grpc_server **out, ms_err *err);
 /* Listens on host:port (port 0 = any; the bound port is returned). */
 int grpc_server_listen(grpc_server *s, const char *host, int port, int *bound_port, ms_err *err);
 void grpc_server_free(grpc_server *s);

@@ -17,13 +17,26 @@ int grpc_timeout_parse(const char *s, int64_t *ns)
 		return MS_EINVAL;
 	int64_t unit;
 	switch (s[n - 1]) {
-	case 'H': unit = 3600LL * 1000000000LL; break;
-	case 'M': unit = 60LL * 1000000000LL; break;
-	case 'S': unit = 1000000000LL; break;
-	case 'm': unit = 1000000LL; break;
-	case 'u': unit = 1000LL; break;
-	case 'n': unit = 1; break;
-	default: return MS_EINVAL;
+	case 'H':
+		unit = 3600LL * 1000000000LL;
+		break;
+	case 'M':
+		unit = 60LL * 1000000000LL;
+		break;
+	case 'S':
+		unit = 1000000000LL;
+		break;
+	case 'm':
+		unit = 1000000LL;
+		break;
+	case 'u':
+		unit = 1000LL;
+		break;
+	case 'n':
+		unit = 1;
+		break;
+	default:
+		return MS_EINVAL;
 	}
 	int64_t v = 0;
 	for (size_t i = 0; i + 1 < n; i++) {
@@ -129,7 +142,10 @@ static void call_free(grpc_call *call)
 	ms_free(call);
 }
 
-void grpc_call_ref(grpc_call *call) { call->refs++; }
+void grpc_call_ref(grpc_call *call)
+{
+	call->refs++;
+}
 
 void grpc_call_unref(grpc_call *call)
 {
@@ -161,11 +177,26 @@ void grpc_call_on_stream_close(grpc_call *call)
 	grpc_call_unref(call);
 }
 
-bool grpc_call_closed(const grpc_call *call) { return call->closed || call->finished; }
-void grpc_call_set_data(grpc_call *call, void *data) { call->data = data; }
-void *grpc_call_data(const grpc_call *call) { return call->data; }
-const char *grpc_call_path(const grpc_call *call) { return call->path ? call->path : ""; }
-int64_t grpc_call_deadline(const grpc_call *call) { return call->deadline; }
+bool grpc_call_closed(const grpc_call *call)
+{
+	return call->closed || call->finished;
+}
+void grpc_call_set_data(grpc_call *call, void *data)
+{
+	call->data = data;
+}
+void *grpc_call_data(const grpc_call *call)
+{
+	return call->data;
+}
+const char *grpc_call_path(const grpc_call *call)
+{
+	return call->path ? call->path : "";
+}
+int64_t grpc_call_deadline(const grpc_call *call)
+{
+	return call->deadline;
+}
 
 const char *grpc_call_metadata(const grpc_call *call, const char *name)
 {
@@ -180,8 +211,8 @@ int grpc_call_add_header(grpc_call *call, const uint8_t *name, size_t nlen, cons
 	static const struct {
 		const char *s;
 		size_t n;
-	} skip[] = {{"te", 2}, {"user-agent", 10}, {"content-type", 12}, {"grpc-accept-encoding", 20},
-		    {"accept-encoding", 15}};
+	} skip[] = {
+	    {"te", 2}, {"user-agent", 10}, {"content-type", 12}, {"grpc-accept-encoding", 20}, {"accept-encoding", 15}};
 	call->md_bytes += nlen + vlen + 32;
 	if (call->md_bytes > GRPC_MAX_METADATA_BYTES)
 		return MS_EINVAL;
@@ -230,16 +261,17 @@ static void deliver(grpc_call *call, const uint8_t *msg, size_t len)
 static bool start_message(grpc_call *call)
 {
 	uint8_t flag = call->hdr[0];
-	uint32_t len = (uint32_t)call->hdr[1] << 24 | (uint32_t)call->hdr[2] << 16 | (uint32_t)call->hdr[3] << 8 |
-		       call->hdr[4];
+	uint32_t len =
+	    (uint32_t)call->hdr[1] << 24 | (uint32_t)call->hdr[2] << 16 | (uint32_t)call->hdr[3] << 8 | call->hdr[4];
 	char buf[160];
 	if (flag == 1) {
 		/* the words grpc-go's checkRecvPayload uses */
 		if (!call->encoding || !*call->encoding || strcmp(call->encoding, "identity") == 0) {
-			grpc_call_finish(call, GRPC_INTERNAL, "grpc: compressed flag set with identity or empty encoding");
+			grpc_call_finish(call, GRPC_INTERNAL,
+			                 "grpc: compressed flag set with identity or empty encoding");
 		} else {
 			snprintf(buf, sizeof buf, "grpc: Decompressor is not installed for grpc-encoding \"%.60s\"",
-				 call->encoding);
+			         call->encoding);
 			grpc_call_finish(call, GRPC_UNIMPLEMENTED, buf);
 		}
 		return false;
@@ -268,7 +300,8 @@ static bool partial_add(grpc_call *call, const uint8_t *data, size_t k)
 	if (k == 0)
 		return true;
 	if (c->partial_bytes + k > GRPC_MAX_CONN_PARTIAL) {
-		grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "grpc: too much partial request data on the connection");
+		grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED,
+		                 "grpc: too much partial request data on the connection");
 		return false;
 	}
 	if (call->msg_cap < call->msg_got + k) {
@@ -359,7 +392,10 @@ void grpc_call_on_half_close(grpc_call *call)
 
 /* ---- sending ---- */
 
-size_t grpc_call_pending_bytes(const grpc_call *call) { return call->out.len - call->out.off; }
+size_t grpc_call_pending_bytes(const grpc_call *call)
+{
+	return call->out.len - call->out.off;
+}
 
 void grpc_call_on_drain(grpc_call *call, void (*fn)(grpc_call *call, void *arg), void *arg)
 {
@@ -379,7 +415,7 @@ void grpc_call_run_drain(grpc_call *call)
 }
 
 ssize_t grpc_call_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
-			  uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+                          uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
 {
 	grpc_call *call = source->ptr;
 	size_t avail = call->out.len - call->out.off, n = 0;
@@ -408,9 +444,9 @@ ssize_t grpc_call_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *
 	char st[16];
 	snprintf(st, sizeof st, "%d", call->status);
 	nghttp2_nv nva[2] = {
-		{(uint8_t *)"grpc-status", (uint8_t *)st, 11, strlen(st), NGHTTP2_NV_FLAG_NONE},
-		{(uint8_t *)"grpc-message", (uint8_t *)call->message, 12, call->message ? strlen(call->message) : 0,
-		 NGHTTP2_NV_FLAG_NONE},
+	    {(uint8_t *)"grpc-status", (uint8_t *)st, 11, strlen(st), NGHTTP2_NV_FLAG_NONE},
+	    {(uint8_t *)"grpc-message", (uint8_t *)call->message, 12, call->message ? strlen(call->message) : 0,
+	     NGHTTP2_NV_FLAG_NONE},
 	};
 	if (nghttp2_submit_trailer(session, stream_id, nva, call->message ? 2 : 1) != 0)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
@@ -423,9 +459,10 @@ static int start_response(grpc_call *call)
 	if (call->headers_sent)
 		return 0;
 	nghttp2_nv nva[2] = {
-		{(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE},
-		{(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16,
-		 NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE},
+	    {(uint8_t *)":status", (uint8_t *)"200", 7, 3,
+	     NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE},
+	    {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16,
+	     NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE},
 	};
 	nghttp2_data_provider prd = {.source.ptr = call, .read_callback = grpc_call_read_cb};
 	int rv = nghttp2_submit_response(call->conn->session, call->stream_id, nva, 2, &prd);
@@ -537,10 +574,10 @@ int grpc_call_finish(grpc_call *call, int status, const char *message)
 		char st[16];
 		snprintf(st, sizeof st, "%d", status);
 		nghttp2_nv nva[4] = {
-			{(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
-			{(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE},
-			{(uint8_t *)"grpc-status", (uint8_t *)st, 11, strlen(st), NGHTTP2_NV_FLAG_NONE},
-			{(uint8_t *)"grpc-message", (uint8_t *)enc, 12, enc ? strlen(enc) : 0, NGHTTP2_NV_FLAG_NONE},
+		    {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+		    {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE},
+		    {(uint8_t *)"grpc-status", (uint8_t *)st, 11, strlen(st), NGHTTP2_NV_FLAG_NONE},
+		    {(uint8_t *)"grpc-message", (uint8_t *)enc, 12, enc ? strlen(enc) : 0, NGHTTP2_NV_FLAG_NONE},
 		};
 		call->headers_sent = true;
 		int rv = nghttp2_submit_response(s, call->stream_id, nva, enc ? 4 : 3, NULL);

@@ -51,10 +51,10 @@ struct grpc_client_call {
 	uint8_t *msg;
 	size_t msg_len, msg_got;
 	bool in_msg;
-	int http_status;      /* 0 = not seen */
-	int grpc_status;      /* -1 = not seen */
-	char *grpc_message;   /* decoded */
-	int local_status;     /* -1, or why we reset the stream ourselves */
+	int http_status;    /* 0 = not seen */
+	int grpc_status;    /* -1 = not seen */
+	char *grpc_message; /* decoded */
+	int local_status;   /* -1, or why we reset the stream ourselves */
 	char local_msg[160];
 
 	grpc_client_call *prev, *next;
@@ -69,10 +69,10 @@ struct grpc_client {
 	char authority[300];
 	grpc_client_call *calls;
 	size_t ncalls;
-	int busy;      /* inside nghttp2 recv/send: flushing is deferred */
-	bool broken;   /* the connection failed: every call has been told */
+	int busy;    /* inside nghttp2 recv/send: flushing is deferred */
+	bool broken; /* the connection failed: every call has been told */
 	bool goaway;
-	bool blocked;  /* output above CL_OUT_HIGH */
+	bool blocked; /* output above CL_OUT_HIGH */
 };
 
 /* ---- helpers ---- */
@@ -118,8 +118,7 @@ static char *percent_decode(const uint8_t *v, size_t n)
 	size_t j = 0;
 	for (size_t i = 0; i < n; i++) {
 		int h, l;
-		if (v[i] == '%' && i + 2 < n && (h = hexval(v[i + 1])) >= 0 &&
-		    (l = hexval(v[i + 2])) >= 0) {
+		if (v[i] == '%' && i + 2 < n && (h = hexval(v[i + 1])) >= 0 && (l = hexval(v[i + 2])) >= 0) {
 			s[j++] = (char)(h << 4 | l);
 			i += 2;
 		} else {
@@ -188,8 +187,8 @@ static void cl_fail_all(grpc_client *c, int status, const char *msg)
 
 /* ---- nghttp2 callbacks ---- */
 
-static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
-		     const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen, const uint8_t *value,
+                     size_t vlen, uint8_t flags, void *ud)
 {
 	if (f->hd.type != NGHTTP2_HEADERS)
 		return 0;
@@ -238,11 +237,11 @@ static void call_on_data(grpc_client_call *call, const uint8_t *p, size_t n)
 				return;
 			}
 			size_t len = (size_t)call->hdr[1] << 24 | (size_t)call->hdr[2] << 16 |
-				     (size_t)call->hdr[3] << 8 | call->hdr[4];
+			             (size_t)call->hdr[3] << 8 | call->hdr[4];
 			if (len > call->cl->opts.max_recv_msg) {
 				char m[160];
 				snprintf(m, sizeof m, "grpc: received message larger than max (%zu vs. %zu)", len,
-					 call->cl->opts.max_recv_msg);
+				         call->cl->opts.max_recv_msg);
 				call_fail_local(call, GRPC_RESOURCE_EXHAUSTED, m);
 				return;
 			}
@@ -275,15 +274,15 @@ static void call_on_data(grpc_client_call *call, const uint8_t *p, size_t n)
 			call->in_msg = false;
 			if (call->on_msg)
 				call->on_msg(call, call->msg ? call->msg : (const uint8_t *)"", call->msg_len,
-					     call->ud);
+				             call->ud);
 			ms_free(call->msg);
 			call->msg = NULL;
 		}
 	}
 }
 
-static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags, int32_t stream_id, const uint8_t *data,
-			      size_t len, void *ud)
+static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len,
+                              void *ud)
 {
 	grpc_client_call *call = nghttp2_session_get_stream_user_data(s, stream_id);
 	if (call)
@@ -303,12 +302,21 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 static int http_to_grpc(int http)
 {
 	switch (http) {
-	case 400: return GRPC_INTERNAL;
-	case 401: return GRPC_UNAUTHENTICATED;
-	case 403: return GRPC_PERMISSION_DENIED;
-	case 404: return GRPC_UNIMPLEMENTED;
-	case 429: case 502: case 503: case 504: return GRPC_UNAVAILABLE;
-	default: return GRPC_UNKNOWN;
+	case 400:
+		return GRPC_INTERNAL;
+	case 401:
+		return GRPC_UNAUTHENTICATED;
+	case 403:
+		return GRPC_PERMISSION_DENIED;
+	case 404:
+		return GRPC_UNIMPLEMENTED;
+	case 429:
+	case 502:
+	case 503:
+	case 504:
+		return GRPC_UNAVAILABLE;
+	default:
+		return GRPC_UNKNOWN;
 	}
 }
 
@@ -325,8 +333,8 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
 		call_done(call, call->grpc_status, call->grpc_message);
 	} else if (error_code != NGHTTP2_NO_ERROR) {
 		int st = error_code == NGHTTP2_REFUSED_STREAM ? GRPC_UNAVAILABLE
-			 : error_code == NGHTTP2_CANCEL      ? GRPC_CANCELED
-							      : GRPC_INTERNAL;
+		         : error_code == NGHTTP2_CANCEL       ? GRPC_CANCELED
+		                                              : GRPC_INTERNAL;
 		snprintf(m, sizeof m, "stream terminated by RST_STREAM with error code: %u", error_code);
 		call_done(call, st, m);
 	} else if (call->http_status && call->http_status != 200) {
@@ -338,8 +346,8 @@ static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error
 	return 0;
 }
 
-static ssize_t req_read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t length,
-			   uint32_t *data_flags, nghttp2_data_source *source, void *user_data)
+static ssize_t req_read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *buf, size_t length, uint32_t *data_flags,
+                           nghttp2_data_source *source, void *user_data)
 {
 	grpc_client_call *call = source->ptr;
 	size_t avail = call->out.len - call->out.off;
@@ -388,7 +396,10 @@ static void cl_flush(grpc_client *c)
 		cl_fail_all(c, GRPC_UNAVAILABLE, "transport: HTTP/2 send failed");
 }
 
-static void cl_flush_cb(evutil_socket_t fd, short what, void *arg) { cl_flush(arg); }
+static void cl_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	cl_flush(arg);
+}
 
 static void cl_read_cb(struct bufferevent *bev, void *arg)
 {
@@ -440,14 +451,14 @@ static void cl_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
 		char m[200];
 		snprintf(m, sizeof m, "connection error: %s",
-			 (what & BEV_EVENT_EOF) ? "EOF" : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		         (what & BEV_EVENT_EOF) ? "EOF" : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 		cl_fail_all(c, GRPC_UNAVAILABLE, m);
 		bufferevent_disable(bev, EV_READ | EV_WRITE);
 	}
 }
 
 int grpc_client_new(struct event_base *base, const char *host, int port, const grpc_client_opts *opts,
-		    grpc_client **out, ms_err *err)
+                    grpc_client **out, ms_err *err)
 {
 	grpc_client *c = ms_calloc(1, sizeof *c);
 	if (!c)
@@ -493,8 +504,8 @@ int grpc_client_new(struct event_base *base, const char *host, int port, const g
 		goto fail_client;
 	}
 	nghttp2_settings_entry iv[] = {
-		{NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
-		{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, c->opts.initial_window},
+	    {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, c->opts.initial_window},
 	};
 	if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, MS_ARRAY_LEN(iv)) ||
 	    (c->opts.conn_window > NGHTTP2_INITIAL_CONNECTION_WINDOW_SIZE &&
@@ -524,7 +535,7 @@ int grpc_client_new(struct event_base *base, const char *host, int port, const g
 	}
 	if (bufferevent_socket_connect(c->bev, ai->ai_addr, (int)ai->ai_addrlen)) {
 		rc = ms_err_set(err, MS_EIO, "grpc client: connect %s: %s", c->authority,
-				evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		                evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 		goto fail_events;
 	}
 	freeaddrinfo(ai);
@@ -563,17 +574,25 @@ void grpc_client_free(grpc_client *c)
 	ms_free(c);
 }
 
-bool grpc_client_usable(const grpc_client *c) { return !c->broken && !c->goaway; }
+bool grpc_client_usable(const grpc_client *c)
+{
+	return !c->broken && !c->goaway;
+}
 
-size_t grpc_client_open_calls(const grpc_client *c) { return c->ncalls; }
+size_t grpc_client_open_calls(const grpc_client *c)
+{
+	return c->ncalls;
+}
 
 /* ---- calls ---- */
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v)                                                                                                       \
+	{                                                                                                              \
+		(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE                             \
+	}
 
 int grpc_client_call_start(grpc_client *c, const char *path, int64_t timeout_ns, const char *const *md,
-			   grpc_client_msg_fn on_msg, grpc_client_done_fn on_done, void *ud,
-			   grpc_client_call **out)
+                           grpc_client_msg_fn on_msg, grpc_client_done_fn on_done, void *ud, grpc_client_call **out)
 {
 	MS_ASSERT(on_done);
 	if (!grpc_client_usable(c))
@@ -595,8 +614,12 @@ int grpc_client_call_start(grpc_client *c, const char *path, int64_t timeout_ns,
 
 	char tmo[32];
 	nghttp2_nv nva[7 + 32] = {
-		NV(":method", "POST"), NV(":scheme", "http"), NV(":path", path), NV(":authority", c->authority),
-		NV("content-type", "application/grpc"), NV("te", "trailers"),
+	    NV(":method", "POST"),
+	    NV(":scheme", "http"),
+	    NV(":path", path),
+	    NV(":authority", c->authority),
+	    NV("content-type", "application/grpc"),
+	    NV("te", "trailers"),
 	};
 	size_t n = 6;
 	if (timeout_ns > 0) {
@@ -704,7 +727,7 @@ void grpc_client_call_cancel(grpc_client_call *call)
 static void silent_done(grpc_client_call *call, int status, const char *message, void *ud) {}
 
 int grpc_client_unary(grpc_client *c, const char *path, const uint8_t *req, size_t len, int64_t timeout_ns,
-		      grpc_client_msg_fn on_msg, grpc_client_done_fn on_done, void *ud, grpc_client_call **out)
+                      grpc_client_msg_fn on_msg, grpc_client_done_fn on_done, void *ud, grpc_client_call **out)
 {
 	grpc_client_call *call;
 	int rc = grpc_client_call_start(c, path, timeout_ns, NULL, on_msg, on_done, ud, &call);

@@ -52,7 +52,7 @@ typedef struct grpc_client_opts {
  * buffered until the connection is up. opts may be NULL. A connect failure
  * shows up later as UNAVAILABLE on every call. */
 int grpc_client_new(struct event_base *base, const char *host, int port, const grpc_client_opts *opts,
-		    grpc_client **out, ms_err *err);
+                    grpc_client **out, ms_err *err);
 /* Closes the connection; open calls get on_done(CANCELED, "client closed")
  * first. Not from inside a callback of this client. NULL is a no-op. */
 void grpc_client_free(grpc_client *c);
@@ -68,8 +68,7 @@ size_t grpc_client_open_calls(const grpc_client *c);
  * has run; on failure (MS_EIO: connection unusable, MS_ENOMEM) no callback
  * will run. */
 int grpc_client_call_start(grpc_client *c, const char *path, int64_t timeout_ns, const char *const *md,
-			   grpc_client_msg_fn on_msg, grpc_client_done_fn on_done, void *ud,
-			   grpc_client_call **out);
+                           grpc_client_msg_fn on_msg, grpc_client_done_fn on_done, void *ud, grpc_client_call **out);
 /* Queues one request message (copied, framed). MS_EINVAL after close_send,
  * MS_ECANCELED once the call is over. */
 int grpc_client_call_send(grpc_client_call *call, const uint8_t *msg, size_t len);
@@ -84,6 +83,6 @@ void grpc_client_call_cancel(grpc_client_call *call);
 /* start + send + close_send in one go: a unary call (also a
  * server-streaming one: on_msg runs per message). */
 int grpc_client_unary(grpc_client *c, const char *path, const uint8_t *req, size_t len, int64_t timeout_ns,
-		      grpc_client_msg_fn on_msg, grpc_client_done_fn on_done, void *ud, grpc_client_call **out);
+                      grpc_client_msg_fn on_msg, grpc_client_done_fn on_done, void *ud, grpc_client_call **out);
 
 #endif

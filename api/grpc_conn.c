@@ -44,8 +44,8 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
 	return 0;
 }
 
-static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
-		     const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen, const uint8_t *value,
+                     size_t vlen, uint8_t flags, void *ud)
 {
 	if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0; /* client trailers carry nothing gRPC needs */
@@ -161,8 +161,8 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 	return 0;
 }
 
-static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags, int32_t stream_id, const uint8_t *data,
-			      size_t len, void *ud)
+static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len,
+                              void *ud)
 {
 	grpc_call *call = nghttp2_session_get_stream_user_data(s, stream_id);
 	if (call)
@@ -192,8 +192,8 @@ static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 
 /* ---- the connection ---- */
 
-int grpc_conn_new(const grpc_server_opts *opts, const grpc_method *methods, size_t nmethods,
-		  grpc_conn_send_fn send, void *send_ud, grpc_conn **out)
+int grpc_conn_new(const grpc_server_opts *opts, const grpc_method *methods, size_t nmethods, grpc_conn_send_fn send,
+                  void *send_ud, grpc_conn **out)
 {
 	grpc_conn *c = ms_calloc(1, sizeof *c);
 	if (!c)
@@ -228,8 +228,8 @@ int grpc_conn_new(const grpc_server_opts *opts, const grpc_method *methods, size
 	if (rv)
 		goto fail_cb;
 	nghttp2_settings_entry iv[] = {
-		{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->opts.max_concurrent_streams},
-		{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, c->opts.initial_window},
+	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, c->opts.max_concurrent_streams},
+	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, c->opts.initial_window},
 	};
 	if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, MS_ARRAY_LEN(iv)))
 		goto fail_session;

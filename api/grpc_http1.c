@@ -24,9 +24,9 @@ struct grpc_http1 {
 	size_t head_bytes;
 	bool last_was_value;
 	bool field_is_host;
-	int err_status;  /* set by a callback that refused the request */
+	int err_status; /* set by a callback that refused the request */
 	bool want_close;
-	bool failed;     /* a send failed: stop */
+	bool failed; /* a send failed: stop */
 };
 
 static int str_add(h1_str *s, const char *p, size_t n)
@@ -50,24 +50,42 @@ static int str_add(h1_str *s, const char *p, size_t n)
 static const char *reason(int status)
 {
 	switch (status) {
-	case 200: return "OK";
-	case 204: return "No Content";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 408: return "Request Timeout";
-	case 412: return "Precondition Failed";
-	case 413: return "Request Entity Too Large";
-	case 421: return "Misdirected Request";
-	case 429: return "Too Many Requests";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 501: return "Not Implemented";
-	case 503: return "Service Unavailable";
-	case 504: return "Gateway Timeout";
-	default: return "Unknown";
+	case 200:
+		return "OK";
+	case 204:
+		return "No Content";
+	case 400:
+		return "Bad Request";
+	case 401:
+		return "Unauthorized";
+	case 403:
+		return "Forbidden";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 408:
+		return "Request Timeout";
+	case 412:
+		return "Precondition Failed";
+	case 413:
+		return "Request Entity Too Large";
+	case 421:
+		return "Misdirected Request";
+	case 429:
+		return "Too Many Requests";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
+	case 501:
+		return "Not Implemented";
+	case 503:
+		return "Service Unavailable";
+	case 504:
+		return "Gateway Timeout";
+	default:
+		return "Unknown";
 	}
 }
 
@@ -75,14 +93,14 @@ static void respond(grpc_http1 *h, int status, const char *ctype, const uint8_t 
 {
 	char head[512];
 	int n = snprintf(head, sizeof head,
-			 "HTTP/1.1 %d %s\r\n"
-			 "Access-Control-Allow-Origin: *\r\n"
-			 "Access-Control-Allow-Methods: POST, GET, OPTIONS, PUT, DELETE\r\n"
-			 "Access-Control-Allow-Headers: accept, content-type, authorization\r\n"
-			 "Content-Type: %s\r\n"
-			 "Content-Length: %zu\r\n"
-			 "%s\r\n",
-			 status, reason(status), ctype, len, close ? "Connection: close\r\n" : "");
+	                 "HTTP/1.1 %d %s\r\n"
+	                 "Access-Control-Allow-Origin: *\r\n"
+	                 "Access-Control-Allow-Methods: POST, GET, OPTIONS, PUT, DELETE\r\n"
+	                 "Access-Control-Allow-Headers: accept, content-type, authorization\r\n"
+	                 "Content-Type: %s\r\n"
+	                 "Content-Length: %zu\r\n"
+	                 "%s\r\n",
+	                 status, reason(status), ctype, len, close ? "Connection: close\r\n" : "");
 	if (h->failed)
 		return;
 	if (h->send(h->send_ud, (const uint8_t *)head, (size_t)n) == MS_EIO ||
@@ -182,16 +200,16 @@ static int on_message_complete(http_parser *p)
 		respond(h, 404, "text/plain; charset=utf-8", (const uint8_t *)nf, sizeof nf - 1, close);
 	} else {
 		grpc_http1_request req = {
-			.method = method,
-			.path = h->url.p ? h->url.p : "/",
-			.host = h->host.p ? h->host.p : "",
-			.body = (const uint8_t *)(h->body.p ? h->body.p : ""),
-			.body_len = h->body.len,
+		    .method = method,
+		    .path = h->url.p ? h->url.p : "/",
+		    .host = h->host.p ? h->host.p : "",
+		    .body = (const uint8_t *)(h->body.p ? h->body.p : ""),
+		    .body_len = h->body.len,
 		};
 		grpc_http1_response resp = {.status = 200};
 		h->opts.http1(h->opts.http1_ud, &req, &resp);
 		respond(h, resp.status ? resp.status : 200, resp.content_type ? resp.content_type : "application/json",
-			resp.body, resp.body_len, close);
+		        resp.body, resp.body_len, close);
 		ms_free(resp.body);
 	}
 	if (close)
@@ -200,13 +218,13 @@ static int on_message_complete(http_parser *p)
 }
 
 static const http_parser_settings h1_settings = {
-	.on_message_begin = on_message_begin,
-	.on_url = on_url,
-	.on_header_field = on_header_field,
-	.on_header_value = on_header_value,
-	.on_headers_complete = on_headers_complete,
-	.on_body = on_body,
-	.on_message_complete = on_message_complete,
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
 };
 
 int grpc_http1_new(const grpc_server_opts *opts, grpc_conn_send_fn send, void *send_ud, grpc_http1 **out)
@@ -244,7 +262,10 @@ int grpc_http1_recv(grpc_http1 *h, const uint8_t *data, size_t len)
 	return MS_EINVAL;
 }
 
-bool grpc_http1_want_close(const grpc_http1 *h) { return h->want_close || h->failed; }
+bool grpc_http1_want_close(const grpc_http1 *h)
+{
+	return h->want_close || h->failed;
+}
 
 void grpc_http1_free(grpc_http1 *h)
 {

@@ -38,21 +38,21 @@ typedef struct grpc_md {
 #define GRPC_CALL_INLINE_MD 4
 
 struct grpc_call {
-	grpc_conn *conn;           /* NULL once the connection is gone */
+	grpc_conn *conn; /* NULL once the connection is gone */
 	int32_t stream_id;
 	int refs;                  /* the stream holds one while it is open */
 	const grpc_method *method; /* NULL: unknown path (answered, never shown to a handler) */
 	char *path;
-	char *encoding;            /* grpc-encoding, or NULL */
+	char *encoding; /* grpc-encoding, or NULL */
 	char *content_type;
-	grpc_md *md;               /* md_inline until more are needed */
+	grpc_md *md; /* md_inline until more are needed */
 	size_t nmd, capmd, md_bytes;
 	grpc_md md_inline[GRPC_CALL_INLINE_MD];
 	char arena[GRPC_CALL_ARENA]; /* strings; larger ones are ms_malloc'd */
 	size_t arena_used;
 	int64_t deadline;
 	void *data;
-	bool bad_headers;          /* malformed grpc-timeout etc.: the stream is reset */
+	bool bad_headers; /* malformed grpc-timeout etc.: the stream is reset */
 	bool is_post;
 
 	/* receiving: one message being reassembled */
@@ -60,24 +60,24 @@ struct grpc_call {
 	size_t hdr_got;
 	uint8_t *msg;
 	size_t msg_len, msg_got, msg_cap;
-	bool in_msg;               /* header complete, body not yet */
+	bool in_msg; /* header complete, body not yet */
 	bool got_message;
 
 	/* sending */
-	grpc_buf out;              /* framed messages not yet taken by nghttp2 */
+	grpc_buf out; /* framed messages not yet taken by nghttp2 */
 	bool headers_sent;
-	bool deferred;             /* the data provider returned DEFERRED */
-	bool finishing;            /* trailers go after the queued data */
-	bool finished;             /* grpc_call_finish ran (or the stream ended) */
-	bool closed;               /* on_close has fired */
+	bool deferred;  /* the data provider returned DEFERRED */
+	bool finishing; /* trailers go after the queued data */
+	bool finished;  /* grpc_call_finish ran (or the stream ended) */
+	bool closed;    /* on_close has fired */
 	int status;
-	char *message;             /* percent-encoded, or NULL */
-	bool over;                 /* pending exceeded max_pending_out */
+	char *message; /* percent-encoded, or NULL */
+	bool over;     /* pending exceeded max_pending_out */
 	bool drain_due;
 	void (*drain_fn)(grpc_call *call, void *arg);
 	void *drain_arg;
 
-	grpc_call *prev, *next;    /* the connection's open calls */
+	grpc_call *prev, *next; /* the connection's open calls */
 };
 
 struct grpc_conn {
@@ -89,15 +89,15 @@ struct grpc_conn {
 	void *send_ud;
 	void (*flush_hook)(void *ud);
 	void *flush_ud;
-	grpc_call *calls;          /* open calls (stream still open) */
-	int busy;                  /* recv/flush on the stack: flushes are deferred */
+	grpc_call *calls; /* open calls (stream still open) */
+	int busy;         /* recv/flush on the stack: flushes are deferred */
 	bool want_flush;
-	bool blocked;              /* the send callback said MS_EAGAIN */
-	bool broken;               /* protocol error or send failure */
+	bool blocked; /* the send callback said MS_EAGAIN */
+	bool broken;  /* protocol error or send failure */
 	bool peer_goaway;
 	int drains_due;
-	int64_t new_deadline;      /* earliest deadline of calls created since the last pop */
-	size_t partial_bytes;      /* bytes held in incomplete request messages */
+	int64_t new_deadline; /* earliest deadline of calls created since the last pop */
+	size_t partial_bytes; /* bytes held in incomplete request messages */
 };
 
 /* The send callback (grpc_conn_send_fn) may also return MS_EAGAIN: "taken,
@@ -125,7 +125,7 @@ void grpc_call_on_half_close(grpc_call *call);
 void grpc_call_on_stream_close(grpc_call *call);
 /* nghttp2 data source read callback for response DATA. */
 ssize_t grpc_call_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf, size_t length,
-			  uint32_t *data_flags, nghttp2_data_source *source, void *user_data);
+                          uint32_t *data_flags, nghttp2_data_source *source, void *user_data);
 /* Calls a registered drain callback if it came due. */
 void grpc_call_run_drain(grpc_call *call);
 

@@ -245,8 +245,7 @@ static struct bufferevent *srv_bev_new(grpc_server *s, evutil_socket_t fd)
 	return bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
 }
 
-static void srv_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr, int socklen,
-			  void *arg)
+static void srv_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr, int socklen, void *arg)
 {
 	grpc_server *s = arg;
 	int one = 1;
@@ -288,8 +287,8 @@ static void srv_accept_err_cb(struct evconnlistener *l, void *arg)
 	MS_WARN("embed", "accept error: %s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 }
 
-int grpc_server_new(struct event_base *base, const grpc_server_opts *opts, const grpc_method *methods,
-		    size_t nmethods, grpc_server **out, ms_err *err)
+int grpc_server_new(struct event_base *base, const grpc_server_opts *opts, const grpc_method *methods, size_t nmethods,
+                    grpc_server **out, ms_err *err)
 {
 	grpc_server *s = ms_calloc(1, sizeof *s);
 	if (!s)
@@ -315,13 +314,12 @@ int grpc_server_listen(grpc_server *s, const char *host, int port, int *bound_po
 	int gai = getaddrinfo(host && *host ? host : NULL, ps, &hints, &ai);
 	if (gai)
 		return ms_err_set(err, MS_EINVAL, "listen %s:%d: %s", host ? host : "", port, gai_strerror(gai));
-	struct evconnlistener *l = evconnlistener_new_bind(s->base, srv_accept_cb, s,
-							  LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, -1,
-							  ai->ai_addr, (int)ai->ai_addrlen);
+	struct evconnlistener *l = evconnlistener_new_bind(
+	    s->base, srv_accept_cb, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, -1, ai->ai_addr, (int)ai->ai_addrlen);
 	freeaddrinfo(ai);
 	if (!l)
 		return ms_err_set(err, MS_EIO, "listen %s:%d: %s", host ? host : "", port,
-				  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		                  evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	evconnlistener_set_error_cb(l, srv_accept_err_cb);
 	if (bound_port) {
 		struct sockaddr_storage ss;
@@ -331,7 +329,7 @@ int grpc_server_listen(grpc_server *s, const char *host, int port, int *bound_po
 			return ms_err_set(err, MS_EIO, "listen %s:%d: getsockname failed", host ? host : "", port);
 		}
 		*bound_port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-						       : ntohs(((struct sockaddr_in *)&ss)->sin_port);
+		                                       : ntohs(((struct sockaddr_in *)&ss)->sin_port);
 	}
 	s->lis[s->nlis++] = l;
 	return 0;

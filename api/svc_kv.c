@@ -6,13 +6,13 @@
 #include "api/api_int.h"
 
 /* Unpacks a request or answers the call with InvalidArgument. */
-#define UNPACK_OR_FAIL(type, fn, call, msg, len)                                                       \
-	({                                                                                             \
-		type *_r = fn(&ms_pb_allocator, len, msg);                                             \
-		if (!_r)                                                                               \
-			grpc_call_finish(call, GRPC_INVALID_ARGUMENT,                                   \
-					 "grpc: error unmarshalling request: unexpected EOF or bad wire data"); \
-		_r;                                                                                    \
+#define UNPACK_OR_FAIL(type, fn, call, msg, len)                                                                       \
+	({                                                                                                             \
+		type *_r = fn(&ms_pb_allocator, len, msg);                                                             \
+		if (!_r)                                                                                               \
+			grpc_call_finish(call, GRPC_INVALID_ARGUMENT,                                                  \
+			                 "grpc: error unmarshalling request: unexpected EOF or bad wire data");        \
+		_r;                                                                                                    \
 	})
 
 /* etcd: a request carrying `hasleader: true` fails at once without a leader
@@ -42,10 +42,10 @@ static void propose_or_fail(api *a, grpc_call *call, Msinternal__InternalRequest
 static void kv_range(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 {
 	Etcdserverpb__RangeRequest *r =
-		UNPACK_OR_FAIL(Etcdserverpb__RangeRequest, etcdserverpb__range_request__unpack, call, msg, len);
+	    UNPACK_OR_FAIL(Etcdserverpb__RangeRequest, etcdserverpb__range_request__unpack, call, msg, len);
 	if (!r)
 		return;
-	ms_err err = { 0 };
+	ms_err err = {0};
 	int rc = engine_check_range(r, &err);
 	if (rc == 0 && !r->serializable && !api_require_leader(ud, call)) {
 		protobuf_c_message_free_unpacked(&r->base, &ms_pb_allocator);
@@ -66,10 +66,10 @@ static void kv_range(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 static void kv_put(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 {
 	Etcdserverpb__PutRequest *r =
-		UNPACK_OR_FAIL(Etcdserverpb__PutRequest, etcdserverpb__put_request__unpack, call, msg, len);
+	    UNPACK_OR_FAIL(Etcdserverpb__PutRequest, etcdserverpb__put_request__unpack, call, msg, len);
 	if (!r)
 		return;
-	ms_err err = { 0 };
+	ms_err err = {0};
 	int rc = engine_check_put(r, &err);
 	if (rc) {
 		api_finish_error(call, rc, err.msg);
@@ -84,11 +84,11 @@ static void kv_put(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 
 static void kv_delete(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 {
-	Etcdserverpb__DeleteRangeRequest *r = UNPACK_OR_FAIL(Etcdserverpb__DeleteRangeRequest,
-							     etcdserverpb__delete_range_request__unpack, call, msg, len);
+	Etcdserverpb__DeleteRangeRequest *r = UNPACK_OR_FAIL(
+	    Etcdserverpb__DeleteRangeRequest, etcdserverpb__delete_range_request__unpack, call, msg, len);
 	if (!r)
 		return;
-	ms_err err = { 0 };
+	ms_err err = {0};
 	int rc = engine_check_delete(r, &err);
 	if (rc) {
 		api_finish_error(call, rc, err.msg);
@@ -104,10 +104,10 @@ static void kv_delete(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 static void kv_txn(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 {
 	Etcdserverpb__TxnRequest *r =
-		UNPACK_OR_FAIL(Etcdserverpb__TxnRequest, etcdserverpb__txn_request__unpack, call, msg, len);
+	    UNPACK_OR_FAIL(Etcdserverpb__TxnRequest, etcdserverpb__txn_request__unpack, call, msg, len);
 	if (!r)
 		return;
-	ms_err err = { 0 };
+	ms_err err = {0};
 	int rc = engine_check_txn(r, ((api *)ud)->max_txn_ops, &err);
 	if (rc) {
 		api_finish_error(call, rc, err.msg);
@@ -152,8 +152,8 @@ static void compact_applied(void *arg, int code, ProtobufCMessage *resp, const c
 
 static void kv_compact(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 {
-	Etcdserverpb__CompactionRequest *r = UNPACK_OR_FAIL(Etcdserverpb__CompactionRequest,
-							    etcdserverpb__compaction_request__unpack, call, msg, len);
+	Etcdserverpb__CompactionRequest *r =
+	    UNPACK_OR_FAIL(Etcdserverpb__CompactionRequest, etcdserverpb__compaction_request__unpack, call, msg, len);
 	if (!r)
 		return;
 	compact_ctx *c = ms_calloc(1, sizeof *c);
@@ -179,10 +179,10 @@ static void kv_compact(grpc_call *call, const uint8_t *msg, size_t len, void *ud
 }
 
 const grpc_method api_kv_methods[] = {
-	{ "/etcdserverpb.KV/Range", GRPC_UNARY, kv_range, NULL, NULL, NULL },
-	{ "/etcdserverpb.KV/Put", GRPC_UNARY, kv_put, NULL, NULL, NULL },
-	{ "/etcdserverpb.KV/DeleteRange", GRPC_UNARY, kv_delete, NULL, NULL, NULL },
-	{ "/etcdserverpb.KV/Txn", GRPC_UNARY, kv_txn, NULL, NULL, NULL },
-	{ "/etcdserverpb.KV/Compact", GRPC_UNARY, kv_compact, NULL, NULL, NULL },
+    {"/etcdserverpb.KV/Range", GRPC_UNARY, kv_range, NULL, NULL, NULL},
+    {"/etcdserverpb.KV/Put", GRPC_UNARY, kv_put, NULL, NULL, NULL},
+    {"/etcdserverpb.KV/DeleteRange", GRPC_UNARY, kv_delete, NULL, NULL, NULL},
+    {"/etcdserverpb.KV/Txn", GRPC_UNARY, kv_txn, NULL, NULL, NULL},
+    {"/etcdserverpb.KV/Compact", GRPC_UNARY, kv_compact, NULL, NULL, NULL},
 };
 const size_t api_kv_nmethods = MS_ARRAY_LEN(api_kv_methods);

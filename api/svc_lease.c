@@ -66,7 +66,7 @@ static void lease_keepalive(grpc_call *call, const uint8_t *msg, size_t len, voi
 {
 	api *a = ud;
 	Etcdserverpb__LeaseKeepAliveRequest *r =
-		etcdserverpb__lease_keep_alive_request__unpack(&ms_pb_allocator, len, msg);
+	    etcdserverpb__lease_keep_alive_request__unpack(&ms_pb_allocator, len, msg);
 	if (!r) {
 		grpc_call_finish(call, GRPC_INVALID_ARGUMENT, BAD_REQUEST);
 		return;
@@ -87,7 +87,7 @@ static void lease_ttl(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 {
 	api *a = ud;
 	Etcdserverpb__LeaseTimeToLiveRequest *r =
-		etcdserverpb__lease_time_to_live_request__unpack(&ms_pb_allocator, len, msg);
+	    etcdserverpb__lease_time_to_live_request__unpack(&ms_pb_allocator, len, msg);
 	if (!r) {
 		grpc_call_finish(call, GRPC_INVALID_ARGUMENT, BAD_REQUEST);
 		return;
@@ -129,10 +129,10 @@ static void lease_leases(grpc_call *call, const uint8_t *msg, size_t len, void *
 }
 
 const grpc_method api_lease_methods[] = {
-	{ "/etcdserverpb.Lease/LeaseGrant", GRPC_UNARY, lease_grant, NULL, NULL, NULL },
-	{ "/etcdserverpb.Lease/LeaseRevoke", GRPC_UNARY, lease_revoke, NULL, NULL, NULL },
-	{ "/etcdserverpb.Lease/LeaseKeepAlive", GRPC_BIDI_STREAM, lease_keepalive, NULL, NULL, NULL },
-	{ "/etcdserverpb.Lease/LeaseTimeToLive", GRPC_UNARY, lease_ttl, NULL, NULL, NULL },
-	{ "/etcdserverpb.Lease/LeaseLeases", GRPC_UNARY, lease_leases, NULL, NULL, NULL },
+    {"/etcdserverpb.Lease/LeaseGrant", GRPC_UNARY, lease_grant, NULL, NULL, NULL},
+    {"/etcdserverpb.Lease/LeaseRevoke", GRPC_UNARY, lease_revoke, NULL, NULL, NULL},
+    {"/etcdserverpb.Lease/LeaseKeepAlive", GRPC_BIDI_STREAM, lease_keepalive, NULL, NULL, NULL},
+    {"/etcdserverpb.Lease/LeaseTimeToLive", GRPC_UNARY, lease_ttl, NULL, NULL, NULL},
+    {"/etcdserverpb.Lease/LeaseLeases", GRPC_UNARY, lease_leases, NULL, NULL, NULL},
 };
 const size_t api_lease_nmethods = MS_ARRAY_LEN(api_lease_methods);

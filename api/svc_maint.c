@@ -26,7 +26,7 @@ static void maint_status(grpc_call *call, const uint8_t *msg, size_t len, void *
 	r.raftterm = st.raft_term;
 	r.raftappliedindex = st.raft_applied_index;
 	r.islearner = st.is_learner;
-	char *errs[1] = { "etcdserver: no leader" };
+	char *errs[1] = {"etcdserver: no leader"};
 	if (!st.leader) {
 		r.n_errors = 1;
 		r.errors = errs;
@@ -77,7 +77,8 @@ static void move_leader_done(void *arg, int code, ProtobufCMessage *resp, const 
 		if (code) {
 			api_finish_error(call, code, msg);
 		} else {
-			Etcdserverpb__MoveLeaderResponse r = ETCDSERVERPB__MOVE_LEADER_RESPONSE__INIT; /* no header, as etcd */
+			Etcdserverpb__MoveLeaderResponse r =
+			    ETCDSERVERPB__MOVE_LEADER_RESPONSE__INIT; /* no header, as etcd */
 			api_reply(call, &r.base);
 		}
 	}
@@ -123,11 +124,11 @@ static void cluster_member_list(grpc_call *call, const uint8_t *msg, size_t len,
 }
 
 /* ---- Cluster membership: answered once the change is applied ---- */
-#define UNPACK_OR_RETURN(var, type, fn)                                                        \
-	type *var = fn(&ms_pb_allocator, len, msg);                                            \
-	if (!var) {                                                                            \
-		grpc_call_finish(call, GRPC_INVALID_ARGUMENT, "grpc: error unmarshalling request"); \
-		return;                                                                        \
+#define UNPACK_OR_RETURN(var, type, fn)                                                                                \
+	type *var = fn(&ms_pb_allocator, len, msg);                                                                    \
+	if (!var) {                                                                                                    \
+		grpc_call_finish(call, GRPC_INVALID_ARGUMENT, "grpc: error unmarshalling request");                    \
+		return;                                                                                                \
 	}
 
 static void member_started(grpc_call *call, int rc)
@@ -144,7 +145,7 @@ static void cluster_member_add(grpc_call *call, const uint8_t *msg, size_t len, 
 	UNPACK_OR_RETURN(r, Etcdserverpb__MemberAddRequest, etcdserverpb__member_add_request__unpack);
 	grpc_call_ref(call);
 	member_started(call, ms_server_member_add(a->srv, r->peerurls, r->n_peerurls, r->islearner,
-						  grpc_call_deadline(call), api_unary_done, call));
+	                                          grpc_call_deadline(call), api_unary_done, call));
 	protobuf_c_message_free_unpacked(&r->base, &ms_pb_allocator);
 }
 
@@ -162,8 +163,8 @@ static void cluster_member_update(grpc_call *call, const uint8_t *msg, size_t le
 	api *a = ud;
 	UNPACK_OR_RETURN(r, Etcdserverpb__MemberUpdateRequest, etcdserverpb__member_update_request__unpack);
 	grpc_call_ref(call);
-	member_started(call, ms_server_member_update(a->srv, r->id, r->peerurls, r->n_peerurls, grpc_call_deadline(call),
-						     api_unary_done, call));
+	member_started(call, ms_server_member_update(a->srv, r->id, r->peerurls, r->n_peerurls,
+	                                             grpc_call_deadline(call), api_unary_done, call));
 	protobuf_c_message_free_unpacked(&r->base, &ms_pb_allocator);
 }
 
@@ -179,22 +180,22 @@ static void cluster_member_promote(grpc_call *call, const uint8_t *msg, size_t l
 static void health_check(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 {
 	/* grpc.health.v1.HealthCheckResponse{status: SERVING} */
-	static const uint8_t serving[] = { 0x08, 0x01 };
+	static const uint8_t serving[] = {0x08, 0x01};
 	if (grpc_call_send(call, serving, sizeof serving) == 0)
 		grpc_call_finish(call, GRPC_OK, NULL);
 }
 
 const grpc_method api_maint_methods[] = {
-	{ "/etcdserverpb.Maintenance/Status", GRPC_UNARY, maint_status, NULL, NULL, NULL },
-	{ "/etcdserverpb.Maintenance/HashKV", GRPC_UNARY, maint_hash_kv, NULL, NULL, NULL },
-	{ "/etcdserverpb.Maintenance/Alarm", GRPC_UNARY, maint_alarm, NULL, NULL, NULL },
-	{ "/etcdserverpb.Maintenance/MoveLeader", GRPC_UNARY, maint_move_leader, NULL, NULL, NULL },
-	{ "/etcdserverpb.Cluster/MemberList", GRPC_UNARY, cluster_member_list, NULL, NULL, NULL },
-	{ "/etcdserverpb.Cluster/MemberAdd", GRPC_UNARY, cluster_member_add, NULL, NULL, NULL },
-	{ "/etcdserverpb.Cluster/MemberRemove", GRPC_UNARY, cluster_member_remove, NULL, NULL, NULL },
-	{ "/etcdserverpb.Cluster/MemberUpdate", GRPC_UNARY, cluster_member_update, NULL, NULL, NULL },
-	{ "/etcdserverpb.Cluster/MemberPromote", GRPC_UNARY, cluster_member_promote, NULL, NULL, NULL },
-	{ "/grpc.health.v1.Health/Check", GRPC_UNARY, health_check, NULL, NULL, NULL },
+    {"/etcdserverpb.Maintenance/Status", GRPC_UNARY, maint_status, NULL, NULL, NULL},
+    {"/etcdserverpb.Maintenance/HashKV", GRPC_UNARY, maint_hash_kv, NULL, NULL, NULL},
+    {"/etcdserverpb.Maintenance/Alarm", GRPC_UNARY, maint_alarm, NULL, NULL, NULL},
+    {"/etcdserverpb.Maintenance/MoveLeader", GRPC_UNARY, maint_move_leader, NULL, NULL, NULL},
+    {"/etcdserverpb.Cluster/MemberList", GRPC_UNARY, cluster_member_list, NULL, NULL, NULL},
+    {"/etcdserverpb.Cluster/MemberAdd", GRPC_UNARY, cluster_member_add, NULL, NULL, NULL},
+    {"/etcdserverpb.Cluster/MemberRemove", GRPC_UNARY, cluster_member_remove, NULL, NULL, NULL},
+    {"/etcdserverpb.Cluster/MemberUpdate", GRPC_UNARY, cluster_member_update, NULL, NULL, NULL},
+    {"/etcdserverpb.Cluster/MemberPromote", GRPC_UNARY, cluster_member_promote, NULL, NULL, NULL},
+    {"/grpc.health.v1.Health/Check", GRPC_UNARY, health_check, NULL, NULL, NULL},
 };
 const size_t api_maint_nmethods = MS_ARRAY_LEN(api_maint_methods);
 
@@ -227,20 +228,20 @@ static void http_metrics(api *a, grpc_http1_response *resp)
 	ms_server_get_status(a->srv, &st);
 	char buf[2048];
 	snprintf(buf, sizeof buf,
-		 "# TYPE etcd_server_has_leader gauge\netcd_server_has_leader %d\n"
-		 "# TYPE etcd_server_is_leader gauge\netcd_server_is_leader %d\n"
-		 "# TYPE etcd_server_id gauge\netcd_server_id{server_id=\"%llx\"} 1\n"
-		 "# TYPE etcd_server_version gauge\netcd_server_version{server_version=\"" ETCD_VERSION "\"} 1\n"
-		 "# TYPE etcd_mvcc_db_total_size_in_bytes gauge\netcd_mvcc_db_total_size_in_bytes %lld\n"
-		 "# TYPE etcd_mvcc_db_total_size_in_use_in_bytes gauge\netcd_mvcc_db_total_size_in_use_in_bytes %lld\n"
-		 "# TYPE etcd_debugging_mvcc_current_revision gauge\netcd_debugging_mvcc_current_revision %lld\n"
-		 "# TYPE etcd_server_proposals_applied_total gauge\netcd_server_proposals_applied_total %llu\n"
-		 "# TYPE etcd_server_proposals_committed_total gauge\netcd_server_proposals_committed_total %llu\n"
-		 "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %ld\n",
-		 st.leader != 0, st.leader != 0 && st.leader == ms_server_id(a->srv),
-		 (unsigned long long)ms_server_id(a->srv), (long long)st.db_size, (long long)st.db_size_in_use,
-		 (long long)st.revision, (unsigned long long)st.raft_applied_index, (unsigned long long)st.raft_index,
-		 rss_bytes());
+	         "# TYPE etcd_server_has_leader gauge\netcd_server_has_leader %d\n"
+	         "# TYPE etcd_server_is_leader gauge\netcd_server_is_leader %d\n"
+	         "# TYPE etcd_server_id gauge\netcd_server_id{server_id=\"%llx\"} 1\n"
+	         "# TYPE etcd_server_version gauge\netcd_server_version{server_version=\"" ETCD_VERSION "\"} 1\n"
+	         "# TYPE etcd_mvcc_db_total_size_in_bytes gauge\netcd_mvcc_db_total_size_in_bytes %lld\n"
+	         "# TYPE etcd_mvcc_db_total_size_in_use_in_bytes gauge\netcd_mvcc_db_total_size_in_use_in_bytes %lld\n"
+	         "# TYPE etcd_debugging_mvcc_current_revision gauge\netcd_debugging_mvcc_current_revision %lld\n"
+	         "# TYPE etcd_server_proposals_applied_total gauge\netcd_server_proposals_applied_total %llu\n"
+	         "# TYPE etcd_server_proposals_committed_total gauge\netcd_server_proposals_committed_total %llu\n"
+	         "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %ld\n",
+	         st.leader != 0, st.leader != 0 && st.leader == ms_server_id(a->srv),
+	         (unsigned long long)ms_server_id(a->srv), (long long)st.db_size, (long long)st.db_size_in_use,
+	         (long long)st.revision, (unsigned long long)st.raft_applied_index, (unsigned long long)st.raft_index,
+	         rss_bytes());
 	set_body(resp, 200, "text/plain; version=0.0.4", buf);
 }
 
@@ -255,12 +256,14 @@ void api_http1(void *ud, const grpc_http1_request *req, grpc_http1_response *res
 		/* A member without a leader cannot serve a quorum read: unhealthy.
 		 * (No alarms exist yet, so ?exclude=NOSPACE changes nothing.) */
 		bool ok = ms_server_leader(a->srv) != 0;
-		return set_body(resp, ok ? 200 : 503, "application/json", ok ? "{\"health\":\"true\"}" : "{\"health\":\"false\"}");
+		return set_body(resp, ok ? 200 : 503, "application/json",
+		                ok ? "{\"health\":\"true\"}" : "{\"health\":\"false\"}");
 	}
 	if (plen == 8 && !strncmp(req->path, "/version", 8)) {
 		if (!get)
 			return set_body(resp, 405, "text/plain", "Method Not Allowed\n");
-		return set_body(resp, 200, "application/json", "{\"etcdserver\":\"" ETCD_VERSION "\",\"etcdcluster\":\"3.4.0\"}");
+		return set_body(resp, 200, "application/json",
+		                "{\"etcdserver\":\"" ETCD_VERSION "\",\"etcdcluster\":\"3.4.0\"}");
 	}
 	if (plen == 8 && !strncmp(req->path, "/metrics", 8)) {
 		if (!get)
@@ -269,6 +272,6 @@ void api_http1(void *ud, const grpc_http1_request *req, grpc_http1_response *res
 	}
 	if (!strncmp(req->path, "/v3/", 4) || !strncmp(req->path, "/v3beta/", 8))
 		return set_body(resp, 501, "application/json",
-				"{\"error\":\"metastore: the JSON gateway is not implemented yet\",\"code\":12}");
+		                "{\"error\":\"metastore: the JSON gateway is not implemented yet\",\"code\":12}");
 	set_body(resp, 404, "text/plain", "404 page not found\n");
 }

@@ -6,8 +6,14 @@
 
 #include "api/api_int.h"
 
-static int sink_send(void *ud, const uint8_t *msg, size_t len) { return grpc_call_send(ud, msg, len); }
-static size_t sink_pending(void *ud) { return grpc_call_pending_bytes(ud); }
+static int sink_send(void *ud, const uint8_t *msg, size_t len)
+{
+	return grpc_call_send(ud, msg, len);
+}
+static size_t sink_pending(void *ud)
+{
+	return grpc_call_pending_bytes(ud);
+}
 
 static void on_drain(grpc_call *call, void *arg)
 {
@@ -16,9 +22,12 @@ static void on_drain(grpc_call *call, void *arg)
 		ms_server_watch_drained(w);
 }
 
-static void sink_want_drain(void *ud) { grpc_call_on_drain(ud, on_drain, NULL); }
+static void sink_want_drain(void *ud)
+{
+	grpc_call_on_drain(ud, on_drain, NULL);
+}
 
-static const ms_watch_sink watch_sink = { sink_send, sink_pending, sink_want_drain };
+static const ms_watch_sink watch_sink = {sink_send, sink_pending, sink_want_drain};
 
 static void watch_message(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 {
@@ -38,7 +47,7 @@ static void watch_message(grpc_call *call, const uint8_t *msg, size_t len, void 
 	Etcdserverpb__WatchRequest *r = etcdserverpb__watch_request__unpack(&ms_pb_allocator, len, msg);
 	if (!r) {
 		grpc_call_finish(call, GRPC_INVALID_ARGUMENT,
-				 "grpc: error unmarshalling request: unexpected EOF or bad wire data");
+		                 "grpc: error unmarshalling request: unexpected EOF or bad wire data");
 		return;
 	}
 	int rc = ms_server_watch_request(w, r);
@@ -57,6 +66,6 @@ static void watch_close(grpc_call *call, void *ud)
 }
 
 const grpc_method api_watch_methods[] = {
-	{ "/etcdserverpb.Watch/Watch", GRPC_BIDI_STREAM, watch_message, NULL, watch_close, NULL },
+    {"/etcdserverpb.Watch/Watch", GRPC_BIDI_STREAM, watch_message, NULL, watch_close, NULL},
 };
 const size_t api_watch_nmethods = MS_ARRAY_LEN(api_watch_methods);

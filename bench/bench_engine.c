@@ -18,7 +18,9 @@
 
 static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
-	(void)sb; (void)flag; (void)ftw;
+	(void)sb;
+	(void)flag;
+	(void)ftw;
 	return remove(p);
 }
 
@@ -38,7 +40,7 @@ static result summarize(const char *name, int64_t *lat, size_t n, int64_t total_
 {
 	qsort(lat, n, sizeof *lat, cmp_i64);
 	result r = {name, (double)n / ((double)total_ns / 1e9), (double)lat[n / 2] / 1e3,
-		    (double)lat[(size_t)((double)n * 0.99)] / 1e3};
+	            (double)lat[(size_t)((double)n * 0.99)] / 1e3};
 	return r;
 }
 
@@ -163,8 +165,8 @@ int main(int argc, char **argv)
 	if (f) {
 		fprintf(f, "{\n  \"keys\": %zu,\n  \"value_size\": %zu,\n  \"batch\": %zu,\n", keys, vsize, batch);
 		for (size_t i = 0; i < nrs; i++)
-			fprintf(f, "  \"%s\": {\"ops_per_sec\": %.0f, \"p50_us\": %.2f, \"p99_us\": %.2f}%s\n", rs[i].name,
-				rs[i].ops, rs[i].p50_us, rs[i].p99_us, i + 1 < nrs ? "," : "");
+			fprintf(f, "  \"%s\": {\"ops_per_sec\": %.0f, \"p50_us\": %.2f, \"p99_us\": %.2f}%s\n",
+			        rs[i].name, rs[i].ops, rs[i].p50_us, rs[i].p99_us, i + 1 < nrs ? "," : "");
 		fprintf(f, "}\n");
 		fclose(f);
 	}

@@ -13,7 +13,10 @@
 #define S 1000000000LL
 
 static int64_t fake_clock;
-static int64_t fake_now(void *ud) { return fake_clock; }
+static int64_t fake_now(void *ud)
+{
+	return fake_clock;
+}
 
 static int64_t mono(void)
 {
@@ -53,7 +56,7 @@ static uint64_t xs(uint64_t *x)
 int main(int argc, char **argv)
 {
 	long n = argc > 1 ? atol(argv[1]) : 1000000;
-	lease_cfg cfg = { .now = fake_now };
+	lease_cfg cfg = {.now = fake_now};
 	lease_mgr *m;
 	if (lease_mgr_new(&cfg, &m, NULL))
 		return 1;
@@ -70,7 +73,7 @@ int main(int argc, char **argv)
 			return 1;
 		lat[i] = mono() - a;
 	}
-	res[0] = (result){ .name = "grant", .ops = n };
+	res[0] = (result){.name = "grant", .ops = n};
 	summarise(&res[0], lat, n, mono() - t0);
 
 	/* renew (keep-alive) of random leases */
@@ -83,7 +86,7 @@ int main(int argc, char **argv)
 			return 1;
 		lat[i] = mono() - a;
 	}
-	res[1] = (result){ .name = "renew", .ops = n };
+	res[1] = (result){.name = "renew", .ops = n};
 	summarise(&res[1], lat, n, mono() - t0);
 
 	/* expire: pop batches of 500 (the leader's per-tick limit) and revoke
@@ -104,7 +107,7 @@ int main(int argc, char **argv)
 			lat[k++] = d / (int64_t)got;
 		done += (long)got;
 	}
-	res[2] = (result){ .name = "expire_pop+revoke", .ops = done };
+	res[2] = (result){.name = "expire_pop+revoke", .ops = done};
 	summarise(&res[2], lat, done, mono() - t0);
 	if (done != n || lease_count(m) != 0)
 		return 1;
@@ -120,8 +123,8 @@ int main(int argc, char **argv)
 		fprintf(f, "{\"bench\":\"lease\",\"leases\":%ld,\"results\":[", n);
 		for (int i = 0; i < 3; i++)
 			fprintf(f, "%s{\"op\":\"%s\",\"ops\":%ld,\"ops_per_sec\":%.0f,\"p50_ns\":%.0f,\"p99_ns\":%.0f}",
-				i ? "," : "", res[i].name, res[i].ops, (double)res[i].ops / res[i].secs, res[i].p50,
-				res[i].p99);
+			        i ? "," : "", res[i].name, res[i].ops, (double)res[i].ops / res[i].secs, res[i].p50,
+			        res[i].p99);
 		fprintf(f, "]}\n");
 		fclose(f);
 	}

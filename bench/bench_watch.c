@@ -13,7 +13,10 @@
 
 #define S 1000000000LL
 
-static int64_t fake_now(void *ud) { return 0; }
+static int64_t fake_now(void *ud)
+{
+	return 0;
+}
 
 static int64_t mono(void)
 {
@@ -47,7 +50,10 @@ static size_t mkkey(char *buf, uint64_t r, int depth)
 	return (size_t)sprintf(buf, "/registry/t%u/ns%u/obj%u", t, ns, name);
 }
 
-static void count_fn(void *arg, const watch_info *w) { (*(size_t *)arg)++; }
+static void count_fn(void *arg, const watch_info *w)
+{
+	(*(size_t *)arg)++;
+}
 
 typedef struct result {
 	const char *name;
@@ -67,7 +73,7 @@ static void summarise(result *r, int64_t *lat, long n, int64_t total)
 int main(int argc, char **argv)
 {
 	long nw = argc > 1 ? atol(argv[1]) : 100000, nq = 1000000;
-	watch_cfg cfg = { .now = fake_now, .rev = 1 };
+	watch_cfg cfg = {.now = fake_now, .rev = 1};
 	watch_hub *h;
 	watch_stream *ws;
 	if (watch_hub_new(&cfg, &h, NULL) || watch_stream_open(h, NULL, &ws, NULL))
@@ -77,7 +83,7 @@ int main(int argc, char **argv)
 	long nprefix = 0;
 	for (long i = 0; i < nw; i++) {
 		uint64_t r = xs(&x);
-		watch_spec sp = { 0 };
+		watch_spec sp = {0};
 		/* 80 % exact keys, 20 % prefixes: per namespace, and 0.2 % per type
 		 * (cluster-wide watches, which every event of their type hits) */
 		int kind = (int)(xs(&x) % 1000);
@@ -105,7 +111,7 @@ int main(int argc, char **argv)
 		watch_hub_match(h, (const uint8_t *)k, kl, count_fn, &matches);
 		lat[i] = mono() - a;
 	}
-	res[0] = (result){ .name = "match", .ops = nq, .avg_matches = (double)matches / (double)nq };
+	res[0] = (result){.name = "match", .ops = nq, .avg_matches = (double)matches / (double)nq};
 	summarise(&res[0], lat, nq, mono() - t0);
 
 	/* feed: txns of 4 events each, grouped per watcher */
@@ -133,14 +139,14 @@ int main(int argc, char **argv)
 		lat[i] = mono() - a;
 		outs += b.n;
 	}
-	res[1] = (result){ .name = "feed_txn4", .ops = nt, .avg_matches = (double)outs / (double)nt };
+	res[1] = (result){.name = "feed_txn4", .ops = nt, .avg_matches = (double)outs / (double)nt};
 	summarise(&res[1], lat, nt, mono() - t0);
 
 	printf("watch hub, %ld watchers (%ld prefix)\n%-12s %14s %10s %10s %12s\n", nw, nprefix, "op", "ops/s",
 	       "p50 ns", "p99 ns", "avg hits");
 	for (int i = 0; i < 2; i++)
-		printf("%-12s %14.0f %10.0f %10.0f %12.2f\n", res[i].name, (double)res[i].ops / res[i].secs,
-		       res[i].p50, res[i].p99, res[i].avg_matches);
+		printf("%-12s %14.0f %10.0f %10.0f %12.2f\n", res[i].name, (double)res[i].ops / res[i].secs, res[i].p50,
+		       res[i].p99, res[i].avg_matches);
 	if (mkdir("bench/results", 0755) && errno != EEXIST)
 		perror("mkdir bench/results");
 	FILE *f = fopen("bench/results/bench_watch.json", "w");
@@ -148,10 +154,10 @@ int main(int argc, char **argv)
 		fprintf(f, "{\"bench\":\"watch\",\"watchers\":%ld,\"prefix_watchers\":%ld,\"results\":[", nw, nprefix);
 		for (int i = 0; i < 2; i++)
 			fprintf(f,
-				"%s{\"op\":\"%s\",\"ops\":%ld,\"ops_per_sec\":%.0f,\"p50_ns\":%.0f,\"p99_ns\":%.0f,"
-				"\"avg_hits\":%.2f}",
-				i ? "," : "", res[i].name, res[i].ops, (double)res[i].ops / res[i].secs, res[i].p50,
-				res[i].p99, res[i].avg_matches);
+			        "%s{\"op\":\"%s\",\"ops\":%ld,\"ops_per_sec\":%.0f,\"p50_ns\":%.0f,\"p99_ns\":%.0f,"
+			        "\"avg_hits\":%.2f}",
+			        i ? "," : "", res[i].name, res[i].ops, (double)res[i].ops / res[i].secs, res[i].p50,
+			        res[i].p99, res[i].avg_matches);
 		fprintf(f, "]}\n");
 		fclose(f);
 	}

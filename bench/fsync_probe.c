@@ -62,14 +62,14 @@ int main(int argc, char **argv)
 	unlink(path);
 	qsort(lat, count, sizeof *lat, cmp_i64);
 	double p50 = (double)lat[count / 2] / 1e3, p99 = (double)lat[(size_t)((double)count * 0.99)] / 1e3;
-	printf("fsync probe (%s): %zu x (append %zu B + fdatasync): p50 %.1f us, p99 %.1f us\n", dir, count, size,
-	       p50, p99);
+	printf("fsync probe (%s): %zu x (append %zu B + fdatasync): p50 %.1f us, p99 %.1f us\n", dir, count, size, p50,
+	       p99);
 	mkdir("bench", 0755);
 	mkdir("bench/results", 0755);
 	FILE *f = fopen("bench/results/fsync.json", "w");
 	if (f) {
-		fprintf(f, "{\"dir\": \"%s\", \"count\": %zu, \"size\": %zu, \"p50_us\": %.1f, \"p99_us\": %.1f}\n", dir,
-			count, size, p50, p99);
+		fprintf(f, "{\"dir\": \"%s\", \"count\": %zu, \"size\": %zu, \"p50_us\": %.1f, \"p99_us\": %.1f}\n",
+		        dir, count, size, p50, p99);
 		fclose(f);
 	}
 	free(buf);

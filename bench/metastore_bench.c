@@ -45,9 +45,9 @@ typedef struct bopts {
 	bool sequential;
 	double rate;
 	const char *json;
-	bool serializable;  /* range --consistency s */
+	bool serializable; /* range --consistency s */
 	int txn_ops;
-	bool txn_cas;       /* txn --txn-mode cas */
+	bool txn_cas; /* txn --txn-mode cas */
 	int watchers, streams;
 	bool lease_keepalive; /* lease --lease-op keepalive */
 	int lease_ttl;
@@ -67,7 +67,7 @@ typedef struct slot {
 	long key;                 /* the key index of the request in flight */
 	grpc_client_call *stream; /* lease keep-alive: the slot's stream */
 	int64_t lease_id;
-	bool waiting;             /* parked by the rate limiter */
+	bool waiting; /* parked by the rate limiter */
 	struct slot *next_wait;
 } slot;
 
@@ -295,7 +295,7 @@ static void progress_cb(evutil_socket_t fd, short what, void *arg)
 	int width = 40, fill = total ? (int)(done * width / total) : width;
 	double el = (double)(mono() - b->t0) / NS;
 	fprintf(stderr, "\r %3ld%% [%.*s%*s] %ld/%ld  %.0f req/s ", total ? done * 100 / total : 100, fill,
-		"========================================", width - fill, "", done, total, el > 0 ? done / el : 0.0);
+	        "========================================", width - fill, "", done, total, el > 0 ? done / el : 0.0);
 	fflush(stderr);
 }
 
@@ -418,7 +418,7 @@ static void ka_msg(grpc_client_call *call, const uint8_t *msg, size_t len, void 
 {
 	slot *s = ud;
 	Etcdserverpb__LeaseKeepAliveResponse *r =
-		etcdserverpb__lease_keep_alive_response__unpack(&ms_pb_allocator, len, msg);
+	    etcdserverpb__lease_keep_alive_response__unpack(&ms_pb_allocator, len, msg);
 	int st = GRPC_OK;
 	if (!r)
 		st = GRPC_INTERNAL;
@@ -478,13 +478,13 @@ static int lease_setup(bench *b)
 	size_t len = etcdserverpb__lease_grant_request__pack(&lg, buf);
 	for (int i = 0; i < b->o.clients; i++)
 		if (grpc_client_unary(b->slots[i].cl, "/etcdserverpb.Lease/LeaseGrant", buf, len, 0, grant_msg,
-				      setup_done, &b->slots[i], NULL))
+		                      setup_done, &b->slots[i], NULL))
 			return -1;
 	if (run_setup(b))
 		return -1;
 	for (int i = 0; i < b->o.clients; i++)
-		if (grpc_client_call_start(b->slots[i].cl, "/etcdserverpb.Lease/LeaseKeepAlive", 0, NULL, ka_msg, ka_done,
-					   &b->slots[i], &b->slots[i].stream))
+		if (grpc_client_call_start(b->slots[i].cl, "/etcdserverpb.Lease/LeaseKeepAlive", 0, NULL, ka_msg,
+		                           ka_done, &b->slots[i], &b->slots[i].stream))
 			return -1;
 	return 0;
 }
@@ -527,14 +527,17 @@ static void watch_done(grpc_client_call *call, int status, const char *message, 
 	stop(b, m);
 }
 
-static void watch_grace_cb(evutil_socket_t fd, short what, void *arg) { event_base_loopbreak(arg); }
+static void watch_grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+	event_base_loopbreak(arg);
+}
 
 static int watch_setup(bench *b)
 {
 	b->wstreams = ms_calloc((size_t)b->o.streams, sizeof *b->wstreams);
 	for (int i = 0; i < b->o.streams; i++)
-		if (grpc_client_call_start(b->cls[i % b->ncls], "/etcdserverpb.Watch/Watch", 0, NULL, watch_msg, watch_done,
-					   b, &b->wstreams[i]))
+		if (grpc_client_call_start(b->cls[i % b->ncls], "/etcdserverpb.Watch/Watch", 0, NULL, watch_msg,
+		                           watch_done, b, &b->wstreams[i]))
 			return -1;
 	setup_left = b->o.watchers;
 	char key[32];
@@ -645,11 +648,12 @@ static void print_summary(const char *title, lat_set *s, const stats *st, double
 
 static void json_stats(FILE *f, const char *name, const stats *st)
 {
-	fprintf(f, "  \"%s\": {\"count\": %ld, \"min_ms\": %.4f, \"avg_ms\": %.4f, \"stddev_ms\": %.4f, "
-		   "\"p50_ms\": %.4f, \"p90_ms\": %.4f, \"p95_ms\": %.4f, \"p99_ms\": %.4f, \"p999_ms\": %.4f, "
-		   "\"max_ms\": %.4f}",
-		name, st->n, st->min * 1e3, st->avg * 1e3, st->stddev * 1e3, st->p[2] * 1e3, st->p[4] * 1e3,
-		st->p[5] * 1e3, st->p[6] * 1e3, st->p[7] * 1e3, st->max * 1e3);
+	fprintf(f,
+	        "  \"%s\": {\"count\": %ld, \"min_ms\": %.4f, \"avg_ms\": %.4f, \"stddev_ms\": %.4f, "
+	        "\"p50_ms\": %.4f, \"p90_ms\": %.4f, \"p95_ms\": %.4f, \"p99_ms\": %.4f, \"p999_ms\": %.4f, "
+	        "\"max_ms\": %.4f}",
+	        name, st->n, st->min * 1e3, st->avg * 1e3, st->stddev * 1e3, st->p[2] * 1e3, st->p[4] * 1e3,
+	        st->p[5] * 1e3, st->p[6] * 1e3, st->p[7] * 1e3, st->max * 1e3);
 }
 
 static void json_str(FILE *f, const char *s)
@@ -678,28 +682,29 @@ static int write_json(bench *b, const stats *st, const stats *wst, double secs)
 	fprintf(f, "{\n  \"op\": \"%s\",\n  \"endpoints\": [", o->op_name);
 	for (int i = 0; i < o->nendpoints; i++)
 		fprintf(f, "%s\"%s:%d\"", i ? ", " : "", o->endpoints[i], o->ports[i]);
-	fprintf(f, "],\n  \"conns\": %d, \"clients\": %d, \"total\": %ld, \"key_size\": %d, \"val_size\": %d, "
-		   "\"key_space\": %ld, \"sequential\": %s, \"rate\": %g,\n",
-		o->conns, o->clients, o->total, o->key_size, o->val_size, o->key_space, o->sequential ? "true" : "false",
-		o->rate);
+	fprintf(f,
+	        "],\n  \"conns\": %d, \"clients\": %d, \"total\": %ld, \"key_size\": %d, \"val_size\": %d, "
+	        "\"key_space\": %ld, \"sequential\": %s, \"rate\": %g,\n",
+	        o->conns, o->clients, o->total, o->key_size, o->val_size, o->key_space,
+	        o->sequential ? "true" : "false", o->rate);
 	if (o->op == OP_RANGE)
 		fprintf(f, "  \"consistency\": \"%s\",\n", o->serializable ? "s" : "l");
 	if (o->op == OP_TXN)
 		fprintf(f, "  \"txn_ops\": %d, \"txn_mode\": \"%s\",\n", o->txn_ops, o->txn_cas ? "cas" : "put");
 	if (o->op == OP_WATCH)
 		fprintf(f, "  \"watchers\": %d, \"streams\": %d, \"events_expected\": %ld, \"events\": %ld,\n",
-			o->watchers, o->streams, b->wexpected, b->wevents);
+		        o->watchers, o->streams, b->wexpected, b->wevents);
 	if (o->op == OP_LEASE)
 		fprintf(f, "  \"lease_op\": \"%s\",\n", o->lease_keepalive ? "keepalive" : "grant");
 	long nerr = b->errs_other;
 	for (int i = 0; i < b->nerrs; i++)
 		nerr += b->errs[i].count;
 	fprintf(f, "  \"ok\": %ld, \"errors\": %ld, \"duration_s\": %.6f, \"requests_per_sec\": %.2f,\n", st->n, nerr,
-		secs, secs > 0 ? st->n / secs : 0.0);
+	        secs, secs > 0 ? st->n / secs : 0.0);
 	fprintf(f, "  \"error_kinds\": [");
 	for (int i = 0; i < b->nerrs; i++) {
 		fprintf(f, "%s{\"code\": %d, \"count\": %ld, \"message\": ", i ? ", " : "", b->errs[i].status,
-			b->errs[i].count);
+		        b->errs[i].count);
 		json_str(f, b->errs[i].msg);
 		fputc('}', f);
 	}
@@ -717,31 +722,30 @@ static int write_json(bench *b, const stats *st, const stats *wst, double secs)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: metastore-bench <put|range|txn|watch|lease> [flags]\n"
-		"\n"
-		"  --endpoints LIST     comma-separated host:port or http://host:port (default 127.0.0.1:2379);\n"
-		"                       connections are spread round-robin over them\n"
-		"  --conns N            HTTP/2 connections (default 1)\n"
-		"  --clients N          concurrent requests in flight across the connections (default 1)\n"
-		"  --total N            requests (default 10000; watch: puts)\n"
-		"  --key-size N         bytes per key (default 8)\n"
-		"  --val-size N         bytes per value (default 8)\n"
-		"  --key-space N        keys are drawn from [0, N) (default 1; --key-space-size too)\n"
-		"  --sequential-keys    keys 0, 1, 2, ... (mod key space) instead of random\n"
-		"  --rate R             requests per second, 0 = unlimited (default 0)\n"
-		"  --timeout SECS       per-request deadline sent as grpc-timeout (default 30, 0 = none)\n"
-		"  --json FILE          also write the results as JSON\n"
-		"  --seed N             random seed for keys (default from the clock)\n"
-		"  --quiet              no progress bar\n"
-		"range:  --consistency l|s   linearizable (default) or serializable\n"
-		"txn:    --txn-ops N         puts per txn (default 1, at most 64)\n"
-		"        --txn-mode put|cas  plain put txn, or each put guarded by a compare on the key\n"
-		"watch:  --watchers W        watchers (default 100), watcher w watches key w mod key-space\n"
-		"        --streams S         watch streams the watchers share (default 10)\n"
-		"        delivery latency = put sent -> event received (value carries the send time)\n"
-		"lease:  --lease-op grant|keepalive  (keepalive: one lease and stream per client)\n"
-		"        --ttl SECS          lease TTL (default 60)\n");
+	fprintf(f, "usage: metastore-bench <put|range|txn|watch|lease> [flags]\n"
+	           "\n"
+	           "  --endpoints LIST     comma-separated host:port or http://host:port (default 127.0.0.1:2379);\n"
+	           "                       connections are spread round-robin over them\n"
+	           "  --conns N            HTTP/2 connections (default 1)\n"
+	           "  --clients N          concurrent requests in flight across the connections (default 1)\n"
+	           "  --total N            requests (default 10000; watch: puts)\n"
+	           "  --key-size N         bytes per key (default 8)\n"
+	           "  --val-size N         bytes per value (default 8)\n"
+	           "  --key-space N        keys are drawn from [0, N) (default 1; --key-space-size too)\n"
+	           "  --sequential-keys    keys 0, 1, 2, ... (mod key space) instead of random\n"
+	           "  --rate R             requests per second, 0 = unlimited (default 0)\n"
+	           "  --timeout SECS       per-request deadline sent as grpc-timeout (default 30, 0 = none)\n"
+	           "  --json FILE          also write the results as JSON\n"
+	           "  --seed N             random seed for keys (default from the clock)\n"
+	           "  --quiet              no progress bar\n"
+	           "range:  --consistency l|s   linearizable (default) or serializable\n"
+	           "txn:    --txn-ops N         puts per txn (default 1, at most 64)\n"
+	           "        --txn-mode put|cas  plain put txn, or each put guarded by a compare on the key\n"
+	           "watch:  --watchers W        watchers (default 100), watcher w watches key w mod key-space\n"
+	           "        --streams S         watch streams the watchers share (default 10)\n"
+	           "        delivery latency = put sent -> event received (value carries the send time)\n"
+	           "lease:  --lease-op grant|keepalive  (keepalive: one lease and stream per client)\n"
+	           "        --ttl SECS          lease TTL (default 60)\n");
 }
 
 static int parse_endpoints(bopts *o, const char *list)
@@ -836,18 +840,53 @@ static int parse_flags(bopts *o, int argc, char **argv)
 	o->seed = (uint64_t)mono() | 1;
 	if (parse_endpoints(o, "127.0.0.1:2379"))
 		return -1;
-	enum { F_ENDPOINTS = 256, F_CONNS, F_CLIENTS, F_TOTAL, F_KEYSIZE, F_VALSIZE, F_KEYSPACE, F_SEQ, F_RATE,
-	       F_JSON, F_CONSIST, F_TXNOPS, F_TXNMODE, F_WATCHERS, F_STREAMS, F_LEASEOP, F_TTL, F_TIMEOUT, F_SEED,
-	       F_QUIET, F_HELP };
+	enum {
+		F_ENDPOINTS = 256,
+		F_CONNS,
+		F_CLIENTS,
+		F_TOTAL,
+		F_KEYSIZE,
+		F_VALSIZE,
+		F_KEYSPACE,
+		F_SEQ,
+		F_RATE,
+		F_JSON,
+		F_CONSIST,
+		F_TXNOPS,
+		F_TXNMODE,
+		F_WATCHERS,
+		F_STREAMS,
+		F_LEASEOP,
+		F_TTL,
+		F_TIMEOUT,
+		F_SEED,
+		F_QUIET,
+		F_HELP
+	};
 	static const struct option lo[] = {
-		{"endpoints", 1, 0, F_ENDPOINTS}, {"conns", 1, 0, F_CONNS}, {"clients", 1, 0, F_CLIENTS},
-		{"total", 1, 0, F_TOTAL}, {"key-size", 1, 0, F_KEYSIZE}, {"val-size", 1, 0, F_VALSIZE},
-		{"key-space", 1, 0, F_KEYSPACE}, {"key-space-size", 1, 0, F_KEYSPACE}, {"sequential-keys", 0, 0, F_SEQ},
-		{"rate", 1, 0, F_RATE}, {"json", 1, 0, F_JSON}, {"consistency", 1, 0, F_CONSIST},
-		{"txn-ops", 1, 0, F_TXNOPS}, {"txn-mode", 1, 0, F_TXNMODE}, {"watchers", 1, 0, F_WATCHERS},
-		{"streams", 1, 0, F_STREAMS}, {"lease-op", 1, 0, F_LEASEOP}, {"ttl", 1, 0, F_TTL},
-		{"timeout", 1, 0, F_TIMEOUT}, {"seed", 1, 0, F_SEED}, {"quiet", 0, 0, F_QUIET}, {"help", 0, 0, F_HELP},
-		{0, 0, 0, 0},
+	    {"endpoints", 1, 0, F_ENDPOINTS},
+	    {"conns", 1, 0, F_CONNS},
+	    {"clients", 1, 0, F_CLIENTS},
+	    {"total", 1, 0, F_TOTAL},
+	    {"key-size", 1, 0, F_KEYSIZE},
+	    {"val-size", 1, 0, F_VALSIZE},
+	    {"key-space", 1, 0, F_KEYSPACE},
+	    {"key-space-size", 1, 0, F_KEYSPACE},
+	    {"sequential-keys", 0, 0, F_SEQ},
+	    {"rate", 1, 0, F_RATE},
+	    {"json", 1, 0, F_JSON},
+	    {"consistency", 1, 0, F_CONSIST},
+	    {"txn-ops", 1, 0, F_TXNOPS},
+	    {"txn-mode", 1, 0, F_TXNMODE},
+	    {"watchers", 1, 0, F_WATCHERS},
+	    {"streams", 1, 0, F_STREAMS},
+	    {"lease-op", 1, 0, F_LEASEOP},
+	    {"ttl", 1, 0, F_TTL},
+	    {"timeout", 1, 0, F_TIMEOUT},
+	    {"seed", 1, 0, F_SEED},
+	    {"quiet", 0, 0, F_QUIET},
+	    {"help", 0, 0, F_HELP},
+	    {0, 0, 0, 0},
 	};
 	optind = 2;
 	int ch;
@@ -860,13 +899,39 @@ static int parse_flags(bopts *o, int argc, char **argv)
 			if (parse_endpoints(o, optarg))
 				return -1;
 			break;
-		case F_CONNS: if (!parse_long("conns", optarg, 1, 1000, &v)) return -1; o->conns = (int)v; break;
-		case F_CLIENTS: if (!parse_long("clients", optarg, 1, 100000, &v)) return -1; o->clients = (int)v; break;
-		case F_TOTAL: if (!parse_long("total", optarg, 1, 1000000000, &v)) return -1; o->total = v; break;
-		case F_KEYSIZE: if (!parse_long("key-size", optarg, 1, 30, &v)) return -1; o->key_size = (int)v; break;
-		case F_VALSIZE: if (!parse_long("val-size", optarg, 0, 1 << 24, &v)) return -1; o->val_size = (int)v; break;
-		case F_KEYSPACE: if (!parse_long("key-space", optarg, 1, 1000000000000L, &v)) return -1; o->key_space = v; break;
-		case F_SEQ: o->sequential = true; break;
+		case F_CONNS:
+			if (!parse_long("conns", optarg, 1, 1000, &v))
+				return -1;
+			o->conns = (int)v;
+			break;
+		case F_CLIENTS:
+			if (!parse_long("clients", optarg, 1, 100000, &v))
+				return -1;
+			o->clients = (int)v;
+			break;
+		case F_TOTAL:
+			if (!parse_long("total", optarg, 1, 1000000000, &v))
+				return -1;
+			o->total = v;
+			break;
+		case F_KEYSIZE:
+			if (!parse_long("key-size", optarg, 1, 30, &v))
+				return -1;
+			o->key_size = (int)v;
+			break;
+		case F_VALSIZE:
+			if (!parse_long("val-size", optarg, 0, 1 << 24, &v))
+				return -1;
+			o->val_size = (int)v;
+			break;
+		case F_KEYSPACE:
+			if (!parse_long("key-space", optarg, 1, 1000000000000L, &v))
+				return -1;
+			o->key_space = v;
+			break;
+		case F_SEQ:
+			o->sequential = true;
+			break;
 		case F_RATE: {
 			char *end;
 			o->rate = strtod(optarg, &end);
@@ -885,7 +950,9 @@ static int parse_flags(bopts *o, int argc, char **argv)
 			}
 			break;
 		}
-		case F_JSON: o->json = optarg; break;
+		case F_JSON:
+			o->json = optarg;
+			break;
 		case F_CONSIST:
 			if (strcmp(optarg, "l") && strcmp(optarg, "s")) {
 				fprintf(stderr, "metastore-bench: --consistency: want l or s\n");
@@ -893,7 +960,11 @@ static int parse_flags(bopts *o, int argc, char **argv)
 			}
 			o->serializable = optarg[0] == 's';
 			break;
-		case F_TXNOPS: if (!parse_long("txn-ops", optarg, 1, 64, &v)) return -1; o->txn_ops = (int)v; break;
+		case F_TXNOPS:
+			if (!parse_long("txn-ops", optarg, 1, 64, &v))
+				return -1;
+			o->txn_ops = (int)v;
+			break;
 		case F_TXNMODE:
 			if (strcmp(optarg, "put") && strcmp(optarg, "cas")) {
 				fprintf(stderr, "metastore-bench: --txn-mode: want put or cas\n");
@@ -901,8 +972,16 @@ static int parse_flags(bopts *o, int argc, char **argv)
 			}
 			o->txn_cas = optarg[0] == 'c';
 			break;
-		case F_WATCHERS: if (!parse_long("watchers", optarg, 1, 10000000, &v)) return -1; o->watchers = (int)v; break;
-		case F_STREAMS: if (!parse_long("streams", optarg, 1, 100000, &v)) return -1; o->streams = (int)v; break;
+		case F_WATCHERS:
+			if (!parse_long("watchers", optarg, 1, 10000000, &v))
+				return -1;
+			o->watchers = (int)v;
+			break;
+		case F_STREAMS:
+			if (!parse_long("streams", optarg, 1, 100000, &v))
+				return -1;
+			o->streams = (int)v;
+			break;
 		case F_LEASEOP:
 			if (strcmp(optarg, "grant") && strcmp(optarg, "keepalive")) {
 				fprintf(stderr, "metastore-bench: --lease-op: want grant or keepalive\n");
@@ -910,11 +989,25 @@ static int parse_flags(bopts *o, int argc, char **argv)
 			}
 			o->lease_keepalive = optarg[0] == 'k';
 			break;
-		case F_TTL: if (!parse_long("ttl", optarg, 1, 9000000000L, &v)) return -1; o->lease_ttl = (int)v; break;
-		case F_SEED: if (!parse_long("seed", optarg, 0, INT64_MAX, &v)) return -1; o->seed = (uint64_t)v | 1; break;
-		case F_QUIET: o->quiet = true; break;
-		case F_HELP: usage(stdout); return 1;
-		default: usage(stderr); return -1;
+		case F_TTL:
+			if (!parse_long("ttl", optarg, 1, 9000000000L, &v))
+				return -1;
+			o->lease_ttl = (int)v;
+			break;
+		case F_SEED:
+			if (!parse_long("seed", optarg, 0, INT64_MAX, &v))
+				return -1;
+			o->seed = (uint64_t)v | 1;
+			break;
+		case F_QUIET:
+			o->quiet = true;
+			break;
+		case F_HELP:
+			usage(stdout);
+			return 1;
+		default:
+			usage(stderr);
+			return -1;
 		}
 	}
 	if (optind < argc) {
@@ -926,7 +1019,7 @@ static int parse_flags(bopts *o, int argc, char **argv)
 	int need = snprintf(digits, sizeof digits, "%ld", o->key_space - 1);
 	if (need > o->key_size) {
 		fprintf(stderr, "metastore-bench: --key-size %d is too small for --key-space %ld (need %d)\n",
-			o->key_size, o->key_space, need);
+		        o->key_size, o->key_space, need);
 		return -1;
 	}
 	if (o->op == OP_WATCH && o->val_size < 8) {
@@ -935,7 +1028,7 @@ static int parse_flags(bopts *o, int argc, char **argv)
 	}
 	if (o->op == OP_TXN && o->txn_ops > o->key_space) {
 		fprintf(stderr, "metastore-bench: --txn-ops %d needs --key-space >= %d (distinct keys per txn)\n",
-			o->txn_ops, o->txn_ops);
+		        o->txn_ops, o->txn_ops);
 		return -1;
 	}
 	if (o->clients < o->conns)

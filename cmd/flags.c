@@ -16,81 +16,137 @@ typedef enum { F_STRING, F_UINT, F_INT, F_BOOL, F_DURATION } flag_type;
 typedef struct flag_def {
 	const char *name;
 	flag_type type;
-	size_t off;           /* offset into ms_flags */
-	const char *def;      /* default, as text */
+	size_t off;      /* offset into ms_flags */
+	const char *def; /* default, as text */
 	const char *help;
-	size_t set_off;       /* offset of a "was set" bool, or 0 */
+	size_t set_off; /* offset of a "was set" bool, or 0 */
 } flag_def;
 
 #define OFF(field) offsetof(ms_flags, field)
 
 static const flag_def flags[] = {
-	{ "name", F_STRING, OFF(name), "default", "Human-readable name for this member.", 0 },
-	{ "data-dir", F_STRING, OFF(data_dir), "", "Path to the data directory (default ${name}.etcd).", 0 },
-	{ "wal-dir", F_STRING, OFF(wal_dir), "", "Path to the dedicated raft log directory.", 0 },
-	{ "listen-client-urls", F_STRING, OFF(listen_client_urls), "http://localhost:2379",
-	  "List of URLs to listen on for client traffic.", OFF(set_listen_client_urls) },
-	{ "advertise-client-urls", F_STRING, OFF(advertise_client_urls), "http://localhost:2379",
-	  "List of this member's client URLs to advertise to the public.", OFF(set_advertise_client_urls) },
-	{ "listen-peer-urls", F_STRING, OFF(listen_peer_urls), "http://localhost:2380",
-	  "List of URLs to listen on for peer traffic.", 0 },
-	{ "initial-advertise-peer-urls", F_STRING, OFF(initial_advertise_peer_urls), "http://localhost:2380",
-	  "List of this member's peer URLs to advertise to the rest of the cluster.", 0 },
-	{ "initial-cluster", F_STRING, OFF(initial_cluster), "default=http://localhost:2380",
-	  "Initial cluster configuration for bootstrapping.", 0 },
-	{ "initial-cluster-state", F_STRING, OFF(initial_cluster_state), "new",
-	  "Initial cluster state ('new' or 'existing').", 0 },
-	{ "initial-cluster-token", F_STRING, OFF(initial_cluster_token), "etcd-cluster",
-	  "Initial cluster token for the etcd cluster during bootstrap.", 0 },
-	{ "heartbeat-interval", F_UINT, OFF(heartbeat_interval), "100", "Time (in milliseconds) of a heartbeat interval.", 0 },
-	{ "election-timeout", F_UINT, OFF(election_timeout), "1000", "Time (in milliseconds) for an election to timeout.", 0 },
-	{ "snapshot-count", F_UINT, OFF(snapshot_count), "100000",
-	  "Number of committed transactions to trigger a snapshot to disk.", 0 },
-	{ "quota-backend-bytes", F_INT, OFF(quota_backend_bytes), "0",
-	  "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).", 0 },
-	{ "max-request-bytes", F_UINT, OFF(max_request_bytes), "1572864",
-	  "Maximum client request size in bytes the server will accept.", 0 },
-	{ "max-txn-ops", F_UINT, OFF(max_txn_ops), "128", "Maximum number of operations permitted in a transaction.", 0 },
-	{ "strict-reconfig-check", F_BOOL, OFF(strict_reconfig_check), "true",
-	  "Reject reconfiguration requests that would cause quorum loss.", 0 },
-	{ "enable-grpc-gateway", F_BOOL, OFF(enable_grpc_gateway), "true",
-	  "Enable GRPC gateway (only 'true'; the JSON gateway answers 501 until it is implemented).", 0 },
-	{ "experimental-watch-progress-notify-interval", F_DURATION, OFF(watch_progress_notify_ns), "10m",
-	  "Duration of periodic watch progress notifications.", 0 },
-	{ "logger", F_STRING, OFF(logger), "capnslog", "Only 'capnslog' is supported.", 0 },
-	{ "log-outputs", F_STRING, OFF(log_outputs), "default", "Only 'default' and 'stderr' are supported.", 0 },
-	{ "log-level", F_STRING, OFF(log_level), "info", "Configures log level. Only supports debug, info, warn, error, panic, or fatal.", 0 },
-	{ "debug", F_BOOL, OFF(debug), "false", "Enable debug-level logging for etcd.", 0 },
-	{ "config-file", F_STRING, OFF(config_file), "", "Path to the server configuration file (not supported yet).", 0 },
-	{ "version", F_BOOL, OFF(version), "false", "Print the version and exit.", 0 },
-	{ "help", F_BOOL, OFF(help), "false", "Show this help.", 0 },
+    {"name", F_STRING, OFF(name), "default", "Human-readable name for this member.", 0},
+    {"data-dir", F_STRING, OFF(data_dir), "", "Path to the data directory (default ${name}.etcd).", 0},
+    {"wal-dir", F_STRING, OFF(wal_dir), "", "Path to the dedicated raft log directory.", 0},
+    {"listen-client-urls", F_STRING, OFF(listen_client_urls), "http://localhost:2379",
+     "List of URLs to listen on for client traffic.", OFF(set_listen_client_urls)},
+    {"advertise-client-urls", F_STRING, OFF(advertise_client_urls), "http://localhost:2379",
+     "List of this member's client URLs to advertise to the public.", OFF(set_advertise_client_urls)},
+    {"listen-peer-urls", F_STRING, OFF(listen_peer_urls), "http://localhost:2380",
+     "List of URLs to listen on for peer traffic.", 0},
+    {"initial-advertise-peer-urls", F_STRING, OFF(initial_advertise_peer_urls), "http://localhost:2380",
+     "List of this member's peer URLs to advertise to the rest of the cluster.", 0},
+    {"initial-cluster", F_STRING, OFF(initial_cluster), "default=http://localhost:2380",
+     "Initial cluster configuration for bootstrapping.", 0},
+    {"initial-cluster-state", F_STRING, OFF(initial_cluster_state), "new",
+     "Initial cluster state ('new' or 'existing').", 0},
+    {"initial-cluster-token", F_STRING, OFF(initial_cluster_token), "etcd-cluster",
+     "Initial cluster token for the etcd cluster during bootstrap.", 0},
+    {"heartbeat-interval", F_UINT, OFF(heartbeat_interval), "100", "Time (in milliseconds) of a heartbeat interval.",
+     0},
+    {"election-timeout", F_UINT, OFF(election_timeout), "1000", "Time (in milliseconds) for an election to timeout.",
+     0},
+    {"snapshot-count", F_UINT, OFF(snapshot_count), "100000",
+     "Number of committed transactions to trigger a snapshot to disk.", 0},
+    {"quota-backend-bytes", F_INT, OFF(quota_backend_bytes), "0",
+     "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).", 0},
+    {"max-request-bytes", F_UINT, OFF(max_request_bytes), "1572864",
+     "Maximum client request size in bytes the server will accept.", 0},
+    {"max-txn-ops", F_UINT, OFF(max_txn_ops), "128", "Maximum number of operations permitted in a transaction.", 0},
+    {"strict-reconfig-check", F_BOOL, OFF(strict_reconfig_check), "true",
+     "Reject reconfiguration requests that would cause quorum loss.", 0},
+    {"enable-grpc-gateway", F_BOOL, OFF(enable_grpc_gateway), "true",
+     "Enable GRPC gateway (only 'true'; the JSON gateway answers 501 until it is implemented).", 0},
+    {"experimental-watch-progress-notify-interval", F_DURATION, OFF(watch_progress_notify_ns), "10m",
+     "Duration of periodic watch progress notifications.", 0},
+    {"logger", F_STRING, OFF(logger), "capnslog", "Only 'capnslog' is supported.", 0},
+    {"log-outputs", F_STRING, OFF(log_outputs), "default", "Only 'default' and 'stderr' are supported.", 0},
+    {"log-level", F_STRING, OFF(log_level), "info",
+     "Configures log level. Only supports debug, info, warn, error, panic, or fatal.", 0},
+    {"debug", F_BOOL, OFF(debug), "false", "Enable debug-level logging for etcd.", 0},
+    {"config-file", F_STRING, OFF(config_file), "", "Path to the server configuration file (not supported yet).", 0},
+    {"version", F_BOOL, OFF(version), "false", "Print the version and exit.", 0},
+    {"help", F_BOOL, OFF(help), "false", "Show this help.", 0},
 };
 
 /* etcd 3.4 flags MetaStore does not implement: refused by name. */
 static const char *const unsupported[] = {
-	"cert-file", "key-file", "trusted-ca-file", "client-cert-auth", "client-crl-file", "auto-tls",
-	"client-cert-allowed-hostname", "peer-cert-file", "peer-key-file", "peer-trusted-ca-file",
-	"peer-client-cert-auth", "peer-auto-tls", "peer-crl-file", "peer-cert-allowed-cn",
-	"peer-cert-allowed-hostname", "cipher-suites", "cors", "host-whitelist", "listen-metrics-urls",
-	"auto-compaction-mode", "auto-compaction-retention", "metrics", "enable-pprof", "enable-v2",
-	"pre-vote", "initial-election-tick-advance", "max-snapshots", "max-wals", "max-concurrent-streams",
-	"grpc-keepalive-min-time", "grpc-keepalive-interval", "grpc-keepalive-timeout",
-	"backend-batch-interval", "backend-batch-limit", "auth-token", "bcrypt-cost", "auth-token-ttl",
-	"discovery", "discovery-fallback", "discovery-proxy", "discovery-srv", "discovery-srv-name",
-	"proxy", "proxy-failure-wait", "proxy-refresh-interval", "proxy-dial-timeout",
-	"proxy-write-timeout", "proxy-read-timeout", "force-new-cluster", "unsafe-no-fsync",
-	"log-package-levels", "experimental-initial-corrupt-check", "experimental-corrupt-check-time",
-	"experimental-enable-lease-checkpoint", "experimental-compaction-batch-limit",
-"experimental-warning-apply-duration",
-	"experimental-backend-bbolt-freelist-type", "experimental-peer-skip-client-san-verification",
-	"experimental-enable-v2v3",
+    "cert-file",
+    "key-file",
+    "trusted-ca-file",
+    "client-cert-auth",
+    "client-crl-file",
+    "auto-tls",
+    "client-cert-allowed-hostname",
+    "peer-cert-file",
+    "peer-key-file",
+    "peer-trusted-ca-file",
+    "peer-client-cert-auth",
+    "peer-auto-tls",
+    "peer-crl-file",
+    "peer-cert-allowed-cn",
+    "peer-cert-allowed-hostname",
+    "cipher-suites",
+    "cors",
+    "host-whitelist",
+    "listen-metrics-urls",
+    "auto-compaction-mode",
+    "auto-compaction-retention",
+    "metrics",
+    "enable-pprof",
+    "enable-v2",
+    "pre-vote",
+    "initial-election-tick-advance",
+    "max-snapshots",
+    "max-wals",
+    "max-concurrent-streams",
+    "grpc-keepalive-min-time",
+    "grpc-keepalive-interval",
+    "grpc-keepalive-timeout",
+    "backend-batch-interval",
+    "backend-batch-limit",
+    "auth-token",
+    "bcrypt-cost",
+    "auth-token-ttl",
+    "discovery",
+    "discovery-fallback",
+    "discovery-proxy",
+    "discovery-srv",
+    "discovery-srv-name",
+    "proxy",
+    "proxy-failure-wait",
+    "proxy-refresh-interval",
+    "proxy-dial-timeout",
+    "proxy-write-timeout",
+    "proxy-read-timeout",
+    "force-new-cluster",
+    "unsafe-no-fsync",
+    "log-package-levels",
+    "experimental-initial-corrupt-check",
+    "experimental-corrupt-check-time",
+    "experimental-enable-lease-checkpoint",
+    "experimental-compaction-batch-limit",
+    "experimental-warning-apply-duration",
+    "experimental-backend-bbolt-freelist-type",
+    "experimental-peer-skip-client-san-verification",
+    "experimental-enable-v2v3",
 };
 
 /* Flags etcd 3.4 accepts and ignores; so do we, with etcd's warning. */
 static const char *const ignored[] = {
-	"cluster-active-size", "cluster-remove-delay", "cluster-sync-interval", "config", "force",
-	"max-result-buffer", "max-retry-attempts", "peer-heartbeat-interval", "peer-election-timeout",
-	"retry-interval", "snapshot", "v", "vv",
+    "cluster-active-size",
+    "cluster-remove-delay",
+    "cluster-sync-interval",
+    "config",
+    "force",
+    "max-result-buffer",
+    "max-retry-attempts",
+    "peer-heartbeat-interval",
+    "peer-election-timeout",
+    "retry-interval",
+    "snapshot",
+    "v",
+    "vv",
 };
 
 static const flag_def *find_flag(const char *name, size_t len)
@@ -125,7 +181,7 @@ static int set_value(ms_flags *f, const flag_def *d, const char *val, const char
 		    !strcmp(val, "TRUE") || !strcmp(val, "True"))
 			*p = true;
 		else if (!strcmp(val, "false") || !strcmp(val, "0") || !strcmp(val, "f") || !strcmp(val, "F") ||
-			 !strcmp(val, "FALSE") || !strcmp(val, "False"))
+		         !strcmp(val, "FALSE") || !strcmp(val, "False"))
 			*p = false;
 		else
 			goto bad;
@@ -159,13 +215,20 @@ static int set_value(ms_flags *f, const flag_def *d, const char *val, const char
 				goto bad;
 			q = end;
 			double unit;
-			if (!strncmp(q, "ns", 2)) unit = 1, q += 2;
-			else if (!strncmp(q, "us", 2) || !strncmp(q, "\xc2\xb5s", 3)) unit = 1e3, q += q[0] == 'u' ? 2 : 3;
-			else if (!strncmp(q, "ms", 2)) unit = 1e6, q += 2;
-			else if (*q == 's') unit = 1e9, q += 1;
-			else if (*q == 'm') unit = 60e9, q += 1;
-			else if (*q == 'h') unit = 3600e9, q += 1;
-			else goto bad;
+			if (!strncmp(q, "ns", 2))
+				unit = 1, q += 2;
+			else if (!strncmp(q, "us", 2) || !strncmp(q, "\xc2\xb5s", 3))
+				unit = 1e3, q += q[0] == 'u' ? 2 : 3;
+			else if (!strncmp(q, "ms", 2))
+				unit = 1e6, q += 2;
+			else if (*q == 's')
+				unit = 1e9, q += 1;
+			else if (*q == 'm')
+				unit = 60e9, q += 1;
+			else if (*q == 'h')
+				unit = 3600e9, q += 1;
+			else
+				goto bad;
 			total += v * unit;
 		}
 		*(int64_t *)(base + d->off) = (int64_t)total;
@@ -189,12 +252,12 @@ bad:
 void ms_flags_usage(void)
 {
 	fprintf(stderr, "Usage:\n\n  metastore [flags]\n    Start a MetaStore (etcd v3 API) member.\n\n"
-			"  metastore --version\n    Show the version.\n\nFlags:\n");
+	                "  metastore --version\n    Show the version.\n\nFlags:\n");
 	for (size_t i = 0; i < MS_ARRAY_LEN(flags); i++)
 		fprintf(stderr, "  --%s%s%s\n      %s\n", flags[i].name, *flags[i].def ? " '" : "",
-			*flags[i].def ? flags[i].def : "", flags[i].help);
+		        *flags[i].def ? flags[i].def : "", flags[i].help);
 	fprintf(stderr, "\nEvery flag may also be given as an ETCD_<NAME> environment variable.\n"
-			"Other etcd flags (TLS, auth, discovery, proxy, ...) are refused by name.\n");
+	                "Other etcd flags (TLS, auth, discovery, proxy, ...) are refused by name.\n");
 }
 
 static void env_name(const char *flag, char *out, size_t cap)
@@ -208,7 +271,7 @@ static void env_name(const char *flag, char *out, size_t cap)
 int ms_flags_parse(int argc, char **argv, ms_flags *f)
 {
 	memset(f, 0, sizeof *f);
-	bool given[MS_ARRAY_LEN(flags)] = { 0 };
+	bool given[MS_ARRAY_LEN(flags)] = {0};
 	for (size_t i = 0; i < MS_ARRAY_LEN(flags); i++)
 		if (set_value(f, &flags[i], flags[i].def, "default"))
 			return 1;
@@ -236,8 +299,9 @@ int ms_flags_parse(int argc, char **argv, ms_flags *f)
 		const flag_def *d = find_flag(a, nlen);
 		if (!d) {
 			if (in_list(unsupported, MS_ARRAY_LEN(unsupported), a, nlen)) {
-				fprintf(stderr, "metastore: flag --%.*s is an etcd flag that MetaStore does not support\n",
-					(int)nlen, a);
+				fprintf(stderr,
+				        "metastore: flag --%.*s is an etcd flag that MetaStore does not support\n",
+				        (int)nlen, a);
 				return 1;
 			}
 			if (in_list(ignored, MS_ARRAY_LEN(ignored), a, nlen)) {
@@ -269,7 +333,8 @@ int ms_flags_parse(int argc, char **argv, ms_flags *f)
 		given[d - flags] = true;
 	}
 	if (i < argc) {
-		fprintf(stderr, "etcdmain: error verifying flags, '%s' is not a valid flag. See 'etcd --help'.\n", argv[i]);
+		fprintf(stderr, "etcdmain: error verifying flags, '%s' is not a valid flag. See 'etcd --help'.\n",
+		        argv[i]);
 		return 1;
 	}
 
@@ -288,8 +353,11 @@ int ms_flags_parse(int argc, char **argv, ms_flags *f)
 				continue;
 			known = true;
 			if (given[k]) {
-				fprintf(stderr, "etcdmain: conflicting environment variable \"%s\" is shadowed by corresponding "
-						"command-line flag (either unset environment variable or disable flag)\n", name);
+				fprintf(
+				    stderr,
+				    "etcdmain: conflicting environment variable \"%s\" is shadowed by corresponding "
+				    "command-line flag (either unset environment variable or disable flag)\n",
+				    name);
 				return 1;
 			}
 			if (eq[1] == 0)
@@ -304,8 +372,9 @@ int ms_flags_parse(int argc, char **argv, ms_flags *f)
 				char name[96];
 				env_name(unsupported[k], name, sizeof name);
 				if (strlen(name) == (size_t)(eq - *e) && memcmp(name, *e, (size_t)(eq - *e)) == 0) {
-					fprintf(stderr, "metastore: %.*s sets an etcd flag that MetaStore does not support\n",
-						(int)(eq - *e), *e);
+					fprintf(stderr,
+					        "metastore: %.*s sets an etcd flag that MetaStore does not support\n",
+					        (int)(eq - *e), *e);
 					return 1;
 				}
 			}

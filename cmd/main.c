@@ -136,7 +136,7 @@ static void on_ready(void *ud)
 	app *a = ud;
 	if (a->api)
 		return;
-	ms_err err = { 0 };
+	ms_err err = {0};
 	if (api_new(a->base, a->srv, &a->api, &err)) {
 		MS_ERROR("etcdmain", "cannot start the client API: %s", err.msg);
 		a->listen_failed = 1;
@@ -188,7 +188,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (strcmp(f.logger, "capnslog") != 0) {
-		fprintf(stderr, "metastore: --logger=%s is not supported; only capnslog output is implemented\n", f.logger);
+		fprintf(stderr, "metastore: --logger=%s is not supported; only capnslog output is implemented\n",
+		        f.logger);
 		return 1;
 	}
 	if (strcmp(f.log_outputs, "default") != 0 && strcmp(f.log_outputs, "stderr") != 0) {
@@ -210,28 +211,32 @@ int main(int argc, char **argv)
 	fprintf(stderr, "[WARNING] Deprecated '--logger=capnslog' flag is set; use '--logger=zap' flag instead\n");
 
 	if (f.set_listen_client_urls && !f.set_advertise_client_urls)
-		return verify_error("%s%s", "--advertise-client-urls is required when --listen-client-urls is set explicitly", "");
+		return verify_error(
+		    "%s%s", "--advertise-client-urls is required when --listen-client-urls is set explicitly", "");
 	if (f.election_timeout < 5 * f.heartbeat_interval) {
 		char e[32], h[32];
 		snprintf(e, sizeof e, "%llu", (unsigned long long)f.election_timeout);
 		snprintf(h, sizeof h, "%llu", (unsigned long long)f.heartbeat_interval);
-		return verify_error("--election-timeout[%sms] should be at least as 5 times as --heartbeat-interval[%sms]", e, h);
+		return verify_error(
+		    "--election-timeout[%sms] should be at least as 5 times as --heartbeat-interval[%sms]", e, h);
 	}
 	if (f.election_timeout > 50000) {
 		char e[32];
 		snprintf(e, sizeof e, "%llu", (unsigned long long)f.election_timeout);
-		return verify_error("--election-timeout[%sms] is too long, and should be set less than %sms", e, "50000");
+		return verify_error("--election-timeout[%sms] is too long, and should be set less than %sms", e,
+		                    "50000");
 	}
 	if (strcmp(f.initial_cluster_state, "new") && strcmp(f.initial_cluster_state, "existing"))
-		return verify_error("invalid value \"%s\" for flag -initial-cluster-state: valid values are \"new\", \"existing\"%s",
-				    f.initial_cluster_state, "");
+		return verify_error(
+		    "invalid value \"%s\" for flag -initial-cluster-state: valid values are \"new\", \"existing\"%s",
+		    f.initial_cluster_state, "");
 	if (f.max_txn_ops == 0 || f.max_txn_ops > 1000000)
 		return verify_error("--max-txn-ops must be between 1 and %s%s", "1000000", "");
 	if (f.max_request_bytes == 0)
 		return verify_error("--max-request-bytes must be positive%s%s", "", "");
 
 	url_list acurls, apurls, lpurls;
-	app a = { 0 };
+	app a = {0};
 	if (split_list(f.listen_client_urls, &a.listen) || split_list(f.advertise_client_urls, &acurls) ||
 	    split_list(f.initial_advertise_peer_urls, &apurls) || split_list(f.listen_peer_urls, &lpurls))
 		return 1;
@@ -248,7 +253,8 @@ int main(int argc, char **argv)
 		if (!strcmp(peers[i].name, f.name))
 			self = &peers[i];
 	if (!self) {
-		fprintf(stderr, "etcdmain: couldn't find local name \"%s\" in the initial cluster configuration\n", f.name);
+		fprintf(stderr, "etcdmain: couldn't find local name \"%s\" in the initial cluster configuration\n",
+		        f.name);
 		return 1;
 	}
 	/* --initial-advertise-peer-urls must equal this member's --initial-cluster URLs */
@@ -257,8 +263,10 @@ int main(int argc, char **argv)
 		for (size_t j = 0; j < apurls.n; j++)
 			found |= !strcmp(self->peer_urls[i], apurls.v[j]);
 		if (!found || self->npeer_urls != apurls.n) {
-			fprintf(stderr, "etcdmain: --initial-cluster has %s=%s but missing from --initial-advertise-peer-urls=%s\n",
-				f.name, self->peer_urls[i], f.initial_advertise_peer_urls);
+			fprintf(
+			    stderr,
+			    "etcdmain: --initial-cluster has %s=%s but missing from --initial-advertise-peer-urls=%s\n",
+			    f.name, self->peer_urls[i], f.initial_advertise_peer_urls);
 			return 1;
 		}
 	}
@@ -273,29 +281,29 @@ int main(int argc, char **argv)
 	MS_INFO("etcdmain", "data dir = %s", data_dir);
 
 	ms_server_config cfg = {
-		.name = f.name,
-		.data_dir = data_dir,
-		.wal_dir = f.wal_dir,
-		.client_urls = acurls.v,
-		.nclient_urls = acurls.n,
-		.peer_urls = apurls.v,
-		.npeer_urls = apurls.n,
-		.listen_peer_urls = lpurls.v,
-		.nlisten_peer_urls = lpurls.n,
-		.initial_cluster = peers,
-		.ninitial_cluster = npeers,
-		.initial_cluster_new = !strcmp(f.initial_cluster_state, "new"),
-		.initial_cluster_token = f.initial_cluster_token,
-		.max_request_bytes = f.max_request_bytes,
-		.max_txn_ops = (int)f.max_txn_ops,
-		.quota_backend_bytes = f.quota_backend_bytes,
-		.heartbeat_ms = (int)f.heartbeat_interval,
-		.election_ms = (int)f.election_timeout,
-		.snapshot_count = f.snapshot_count,
-		.strict_reconfig_check = f.strict_reconfig_check,
-		.watch_progress_notify_ns = f.watch_progress_notify_ns,
-		.on_ready = on_ready,
-		.ready_ud = &a,
+	    .name = f.name,
+	    .data_dir = data_dir,
+	    .wal_dir = f.wal_dir,
+	    .client_urls = acurls.v,
+	    .nclient_urls = acurls.n,
+	    .peer_urls = apurls.v,
+	    .npeer_urls = apurls.n,
+	    .listen_peer_urls = lpurls.v,
+	    .nlisten_peer_urls = lpurls.n,
+	    .initial_cluster = peers,
+	    .ninitial_cluster = npeers,
+	    .initial_cluster_new = !strcmp(f.initial_cluster_state, "new"),
+	    .initial_cluster_token = f.initial_cluster_token,
+	    .max_request_bytes = f.max_request_bytes,
+	    .max_txn_ops = (int)f.max_txn_ops,
+	    .quota_backend_bytes = f.quota_backend_bytes,
+	    .heartbeat_ms = (int)f.heartbeat_interval,
+	    .election_ms = (int)f.election_timeout,
+	    .snapshot_count = f.snapshot_count,
+	    .strict_reconfig_check = f.strict_reconfig_check,
+	    .watch_progress_notify_ns = f.watch_progress_notify_ns,
+	    .on_ready = on_ready,
+	    .ready_ud = &a,
 	};
 	a.max_txn_ops = (int)f.max_txn_ops;
 	a.base = event_base_new();
@@ -303,7 +311,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "etcdmain: cannot create the event loop\n");
 		return 1;
 	}
-	ms_err err = { 0 };
+	ms_err err = {0};
 	if (ms_server_new(a.base, &cfg, &a.srv, &err)) {
 		MS_ERROR("etcdmain", "%s", err.msg);
 		fprintf(stderr, "etcdmain: %s\n", err.msg);
@@ -314,7 +322,7 @@ int main(int argc, char **argv)
 	event_add(sigint, NULL);
 	event_add(sigterm, NULL);
 	MS_INFO("etcdserver", "starting member %llx in cluster %llx", (unsigned long long)ms_server_id(a.srv),
-		(unsigned long long)ms_server_cluster_id(a.srv));
+	        (unsigned long long)ms_server_cluster_id(a.srv));
 	if (ms_server_start(a.srv, &err)) {
 		MS_ERROR("etcdmain", "%s", err.msg);
 		ms_server_free(a.srv);

@@ -24,26 +24,42 @@ int ms_err_set(ms_err *err, int code, const char *fmt, ...)
 const char *ms_strerror(int code)
 {
 	switch (code) {
-	case MS_OK: return "ok";
-	case MS_EINVAL: return "invalid argument";
-	case MS_ENOMEM: return "out of memory";
-	case MS_EIO: return "I/O error";
-	case MS_ECORRUPT: return "corrupt data";
-	case MS_ENOTFOUND: return "not found";
-	case MS_EEXIST: return "already exists";
-	case MS_EAGAIN: return "try again";
-	case MS_ESTOPPED: return "server stopped";
-	case MS_ETIMEOUT: return "timed out";
-	case MS_ECANCELED: return "canceled";
-	case MS_EUNSUPPORTED: return "not supported";
-	default: return "error";
+	case MS_OK:
+		return "ok";
+	case MS_EINVAL:
+		return "invalid argument";
+	case MS_ENOMEM:
+		return "out of memory";
+	case MS_EIO:
+		return "I/O error";
+	case MS_ECORRUPT:
+		return "corrupt data";
+	case MS_ENOTFOUND:
+		return "not found";
+	case MS_EEXIST:
+		return "already exists";
+	case MS_EAGAIN:
+		return "try again";
+	case MS_ESTOPPED:
+		return "server stopped";
+	case MS_ETIMEOUT:
+		return "timed out";
+	case MS_ECANCELED:
+		return "canceled";
+	case MS_EUNSUPPORTED:
+		return "not supported";
+	default:
+		return "error";
 	}
 }
 
 /* ---- allocation ---- */
 static atomic_long fail_countdown; /* 0 = off; otherwise allocations left before failing */
 
-void ms_alloc_fail_after(long n) { atomic_store(&fail_countdown, n); }
+void ms_alloc_fail_after(long n)
+{
+	atomic_store(&fail_countdown, n);
+}
 
 static bool alloc_should_fail(void)
 {
@@ -55,10 +71,22 @@ static bool alloc_should_fail(void)
 	return atomic_fetch_sub(&fail_countdown, 1) <= 1;
 }
 
-void *ms_malloc(size_t n) { return alloc_should_fail() ? NULL : malloc(n ? n : 1); }
-void *ms_calloc(size_t c, size_t s) { return alloc_should_fail() ? NULL : calloc(c ? c : 1, s ? s : 1); }
-void *ms_realloc(void *p, size_t n) { return alloc_should_fail() ? NULL : realloc(p, n ? n : 1); }
-void ms_free(void *p) { free(p); }
+void *ms_malloc(size_t n)
+{
+	return alloc_should_fail() ? NULL : malloc(n ? n : 1);
+}
+void *ms_calloc(size_t c, size_t s)
+{
+	return alloc_should_fail() ? NULL : calloc(c ? c : 1, s ? s : 1);
+}
+void *ms_realloc(void *p, size_t n)
+{
+	return alloc_should_fail() ? NULL : realloc(p, n ? n : 1);
+}
+void ms_free(void *p)
+{
+	free(p);
+}
 
 char *ms_strndup(const char *s, size_t n)
 {
@@ -69,7 +97,10 @@ char *ms_strndup(const char *s, size_t n)
 	}
 	return d;
 }
-char *ms_strdup(const char *s) { return ms_strndup(s, strlen(s)); }
+char *ms_strdup(const char *s)
+{
+	return ms_strndup(s, strlen(s));
+}
 void *ms_memdup(const void *p, size_t n)
 {
 	void *d = ms_malloc(n);
@@ -78,14 +109,26 @@ void *ms_memdup(const void *p, size_t n)
 	return d;
 }
 
-static void *pb_alloc(void *ud, size_t n) { return ms_malloc(n); }
-static void pb_free(void *ud, void *p) { ms_free(p); }
-ProtobufCAllocator ms_pb_allocator = { pb_alloc, pb_free, NULL };
+static void *pb_alloc(void *ud, size_t n)
+{
+	return ms_malloc(n);
+}
+static void pb_free(void *ud, void *p)
+{
+	ms_free(p);
+}
+ProtobufCAllocator ms_pb_allocator = {pb_alloc, pb_free, NULL};
 
 /* ---- logging ---- */
 static _Atomic int log_level = MS_LOG_INFO;
-void ms_log_set_level(ms_log_level lvl) { atomic_store(&log_level, (int)lvl); }
-ms_log_level ms_log_get_level(void) { return (ms_log_level)atomic_load_explicit(&log_level, memory_order_relaxed); }
+void ms_log_set_level(ms_log_level lvl)
+{
+	atomic_store(&log_level, (int)lvl);
+}
+ms_log_level ms_log_get_level(void)
+{
+	return (ms_log_level)atomic_load_explicit(&log_level, memory_order_relaxed);
+}
 
 void ms_log(ms_log_level lvl, const char *pkg, const char *fmt, ...)
 {
@@ -97,9 +140,9 @@ void ms_log(ms_log_level lvl, const char *pkg, const char *fmt, ...)
 	struct tm tm;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	localtime_r(&ts.tv_sec, &tm);
-	int n = snprintf(line, sizeof line, "%04d-%02d-%02d %02d:%02d:%02d.%06ld %c | %s: ", tm.tm_year + 1900,
-			 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000,
-			 letters[lvl], pkg);
+	int n =
+	    snprintf(line, sizeof line, "%04d-%02d-%02d %02d:%02d:%02d.%06ld %c | %s: ", tm.tm_year + 1900,
+	             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000, letters[lvl], pkg);
 	va_list ap;
 	va_start(ap, fmt);
 	if (n > 0 && (size_t)n < sizeof line)

@@ -16,51 +16,51 @@
  * etcd's gRPC code and exact message. */
 enum {
 	MS_OK = 0,
-	MS_EINVAL = -1,          /* bad argument / malformed input (generic) */
+	MS_EINVAL = -1, /* bad argument / malformed input (generic) */
 	MS_ENOMEM = -2,
-	MS_EIO = -3,             /* disk or socket failure */
-	MS_ECORRUPT = -4,        /* data on disk fails a check */
-	MS_ENOTFOUND = -5,       /* generic not found (internal) */
-	MS_EEXIST = -6,          /* generic already exists (internal) */
-	MS_EAGAIN = -7,          /* queue full / try again */
-	MS_ESTOPPED = -8,        /* "etcdserver: server stopped" */
-	MS_ETIMEOUT = -9,        /* "etcdserver: request timed out" */
-	MS_ECANCELED = -10,      /* the caller went away */
-	MS_EUNSUPPORTED = -11,   /* refused clearly: not implemented */
+	MS_EIO = -3,           /* disk or socket failure */
+	MS_ECORRUPT = -4,      /* data on disk fails a check */
+	MS_ENOTFOUND = -5,     /* generic not found (internal) */
+	MS_EEXIST = -6,        /* generic already exists (internal) */
+	MS_EAGAIN = -7,        /* queue full / try again */
+	MS_ESTOPPED = -8,      /* "etcdserver: server stopped" */
+	MS_ETIMEOUT = -9,      /* "etcdserver: request timed out" */
+	MS_ECANCELED = -10,    /* the caller went away */
+	MS_EUNSUPPORTED = -11, /* refused clearly: not implemented */
 
 	/* etcd request errors */
-	MS_EKEY_EMPTY = -100,        /* etcdserver: key is not provided */
-	MS_EKEY_NOT_FOUND = -101,    /* etcdserver: key not found */
-	MS_EVALUE_PROVIDED = -102,   /* etcdserver: value is provided */
-	MS_ELEASE_PROVIDED = -103,   /* etcdserver: lease is provided */
-	MS_ETOO_MANY_OPS = -104,     /* etcdserver: too many operations in txn request */
-	MS_EDUP_KEY = -105,          /* etcdserver: duplicate key given in txn request */
-	MS_ECOMPACTED = -106,        /* etcdserver: mvcc: required revision has been compacted */
-	MS_EFUTURE_REV = -107,       /* etcdserver: mvcc: required revision is a future revision */
-	MS_ENOSPACE = -108,          /* etcdserver: mvcc: database space exceeded */
-	MS_ELEASE_NOT_FOUND = -109,  /* etcdserver: requested lease not found */
-	MS_ELEASE_EXISTS = -110,     /* etcdserver: lease already exists */
-	MS_ELEASE_TTL_LARGE = -111,  /* etcdserver: too large lease TTL */
-	MS_EREQ_TOO_LARGE = -112,    /* etcdserver: request is too large */
-	MS_ETOO_MANY_REQS = -113,    /* etcdserver: too many requests */
-	MS_ENO_LEADER = -114,        /* etcdserver: no leader */
-	MS_ENOT_LEADER = -115,       /* etcdserver: not leader */
-	MS_ELEADER_CHANGED = -116,   /* etcdserver: leader changed */
-	MS_EMEMBER_EXISTS = -117,    /* etcdserver: member ID already exist */
-	MS_EPEER_URL_EXISTS = -118,  /* etcdserver: Peer URLs already exists */
-	MS_EMEMBER_NOT_FOUND = -119, /* etcdserver: member not found */
-	MS_EMEMBER_BAD_URLS = -120,  /* etcdserver: given member URLs are invalid */
-	MS_ENOT_LEARNER = -121,      /* etcdserver: can only promote a learner member */
-	MS_ELEARNER_NOT_READY = -122,/* ... which is in sync with leader */
-	MS_ETOO_MANY_LEARNERS = -123,/* etcdserver: too many learner members in cluster */
-	MS_EUNHEALTHY = -124,        /* etcdserver: unhealthy cluster */
-	MS_ENOT_ENOUGH_STARTED = -125,/* re-configuration failed due to not enough started members */
-	MS_EBAD_TRANSFEREE = -126,   /* etcdserver: bad leader transferee */
-	MS_ELEARNER_RPC = -127,      /* etcdserver: rpc not supported for learner */
-	MS_ECORRUPT_CLUSTER = -128,  /* etcdserver: corrupt cluster */
+	MS_EKEY_EMPTY = -100,           /* etcdserver: key is not provided */
+	MS_EKEY_NOT_FOUND = -101,       /* etcdserver: key not found */
+	MS_EVALUE_PROVIDED = -102,      /* etcdserver: value is provided */
+	MS_ELEASE_PROVIDED = -103,      /* etcdserver: lease is provided */
+	MS_ETOO_MANY_OPS = -104,        /* etcdserver: too many operations in txn request */
+	MS_EDUP_KEY = -105,             /* etcdserver: duplicate key given in txn request */
+	MS_ECOMPACTED = -106,           /* etcdserver: mvcc: required revision has been compacted */
+	MS_EFUTURE_REV = -107,          /* etcdserver: mvcc: required revision is a future revision */
+	MS_ENOSPACE = -108,             /* etcdserver: mvcc: database space exceeded */
+	MS_ELEASE_NOT_FOUND = -109,     /* etcdserver: requested lease not found */
+	MS_ELEASE_EXISTS = -110,        /* etcdserver: lease already exists */
+	MS_ELEASE_TTL_LARGE = -111,     /* etcdserver: too large lease TTL */
+	MS_EREQ_TOO_LARGE = -112,       /* etcdserver: request is too large */
+	MS_ETOO_MANY_REQS = -113,       /* etcdserver: too many requests */
+	MS_ENO_LEADER = -114,           /* etcdserver: no leader */
+	MS_ENOT_LEADER = -115,          /* etcdserver: not leader */
+	MS_ELEADER_CHANGED = -116,      /* etcdserver: leader changed */
+	MS_EMEMBER_EXISTS = -117,       /* etcdserver: member ID already exist */
+	MS_EPEER_URL_EXISTS = -118,     /* etcdserver: Peer URLs already exists */
+	MS_EMEMBER_NOT_FOUND = -119,    /* etcdserver: member not found */
+	MS_EMEMBER_BAD_URLS = -120,     /* etcdserver: given member URLs are invalid */
+	MS_ENOT_LEARNER = -121,         /* etcdserver: can only promote a learner member */
+	MS_ELEARNER_NOT_READY = -122,   /* ... which is in sync with leader */
+	MS_ETOO_MANY_LEARNERS = -123,   /* etcdserver: too many learner members in cluster */
+	MS_EUNHEALTHY = -124,           /* etcdserver: unhealthy cluster */
+	MS_ENOT_ENOUGH_STARTED = -125,  /* re-configuration failed due to not enough started members */
+	MS_EBAD_TRANSFEREE = -126,      /* etcdserver: bad leader transferee */
+	MS_ELEARNER_RPC = -127,         /* etcdserver: rpc not supported for learner */
+	MS_ECORRUPT_CLUSTER = -128,     /* etcdserver: corrupt cluster */
 	MS_ETIMEOUT_LEADER_FAIL = -129, /* request timed out, possibly due to previous leader failure */
-	MS_EWATCH_CANCELED = -130,   /* etcdserver: watch canceled */
-	MS_ETIMEOUT_TRANSFER = -131, /* etcdserver: request timed out, leader transfer took too long */
+	MS_EWATCH_CANCELED = -130,      /* etcdserver: watch canceled */
+	MS_ETIMEOUT_TRANSFER = -131,    /* etcdserver: request timed out, leader transfer took too long */
 };
 
 #define MS_ERR_MSG 256
@@ -70,8 +70,7 @@ typedef struct ms_err {
 } ms_err;
 
 /* Records code and a printf-style message in err (if non-NULL); returns code. */
-int ms_err_set(ms_err *err, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+int ms_err_set(ms_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* A short English name for a code ("invalid argument", ...). */
 const char *ms_strerror(int code);
 
@@ -98,16 +97,23 @@ typedef enum { MS_LOG_DEBUG = 0, MS_LOG_INFO, MS_LOG_NOTICE, MS_LOG_WARN, MS_LOG
 void ms_log_set_level(ms_log_level lvl);
 ms_log_level ms_log_get_level(void);
 /* pkg is etcd's package label ("etcdserver", "raft", "embed", ...). */
-void ms_log(ms_log_level lvl, const char *pkg, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-#define MS_DEBUG(pkg, ...) do { if (ms_log_get_level() <= MS_LOG_DEBUG) ms_log(MS_LOG_DEBUG, pkg, __VA_ARGS__); } while (0)
+void ms_log(ms_log_level lvl, const char *pkg, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define MS_DEBUG(pkg, ...)                                                                                             \
+	do {                                                                                                           \
+		if (ms_log_get_level() <= MS_LOG_DEBUG)                                                                \
+			ms_log(MS_LOG_DEBUG, pkg, __VA_ARGS__);                                                        \
+	} while (0)
 #define MS_INFO(pkg, ...) ms_log(MS_LOG_INFO, pkg, __VA_ARGS__)
 #define MS_NOTICE(pkg, ...) ms_log(MS_LOG_NOTICE, pkg, __VA_ARGS__)
 #define MS_WARN(pkg, ...) ms_log(MS_LOG_WARN, pkg, __VA_ARGS__)
 #define MS_ERROR(pkg, ...) ms_log(MS_LOG_ERROR, pkg, __VA_ARGS__)
 
 /* ---- assertions that stay on in release builds (data-corrupting invariants) */
-#define MS_ASSERT(c) do { if (__builtin_expect(!(c), 0)) ms_assert_fail(#c, __FILE__, __LINE__); } while (0)
+#define MS_ASSERT(c)                                                                                                   \
+	do {                                                                                                           \
+		if (__builtin_expect(!(c), 0))                                                                         \
+			ms_assert_fail(#c, __FILE__, __LINE__);                                                        \
+	} while (0)
 _Noreturn void ms_assert_fail(const char *expr, const char *file, int line);
 
 /* ---- little helpers -------------------------------------------------------- */
@@ -116,12 +122,40 @@ _Noreturn void ms_assert_fail(const char *expr, const char *file, int line);
 int64_t ms_now_mono_ns(void);
 int64_t ms_now_wall_ns(void);
 
-static inline void ms_put_u32le(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24); }
-static inline uint32_t ms_get_u32le(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
-static inline void ms_put_u64le(uint8_t *p, uint64_t v) { ms_put_u32le(p, (uint32_t)v); ms_put_u32le(p + 4, (uint32_t)(v >> 32)); }
-static inline uint64_t ms_get_u64le(const uint8_t *p) { return (uint64_t)ms_get_u32le(p) | (uint64_t)ms_get_u32le(p + 4) << 32; }
-static inline void ms_put_u64be(uint8_t *p, uint64_t v) { for (int i = 7; i >= 0; i--) { p[i] = (uint8_t)v; v >>= 8; } }
-static inline uint64_t ms_get_u64be(const uint8_t *p) { uint64_t v = 0; for (int i = 0; i < 8; i++) v = v << 8 | p[i]; return v; }
+static inline void ms_put_u32le(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+static inline uint32_t ms_get_u32le(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline void ms_put_u64le(uint8_t *p, uint64_t v)
+{
+	ms_put_u32le(p, (uint32_t)v);
+	ms_put_u32le(p + 4, (uint32_t)(v >> 32));
+}
+static inline uint64_t ms_get_u64le(const uint8_t *p)
+{
+	return (uint64_t)ms_get_u32le(p) | (uint64_t)ms_get_u32le(p + 4) << 32;
+}
+static inline void ms_put_u64be(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--) {
+		p[i] = (uint8_t)v;
+		v >>= 8;
+	}
+}
+static inline uint64_t ms_get_u64be(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
 
 #define MS_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define MS_MIN(a, b) ((a) < (b) ? (a) : (b))

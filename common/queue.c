@@ -74,7 +74,7 @@ void ms_queue_push(ms_queue *q, void *p)
 		if (++spins < 64) {
 			sched_yield();
 		} else {
-			struct timespec ts = { 0, 100000 }; /* full: the consumer is behind */
+			struct timespec ts = {0, 100000}; /* full: the consumer is behind */
 			nanosleep(&ts, NULL);
 		}
 	}
@@ -98,7 +98,10 @@ void ms_queue_kick(ms_queue *q)
 	}
 }
 
-int ms_queue_fd(const ms_queue *q) { return q->efd; }
+int ms_queue_fd(const ms_queue *q)
+{
+	return q->efd;
+}
 
 void ms_queue_ack(ms_queue *q)
 {
@@ -110,7 +113,7 @@ void ms_queue_ack(ms_queue *q)
 
 void ms_queue_wait(ms_queue *q)
 {
-	struct pollfd pfd = { .fd = q->efd, .events = POLLIN };
+	struct pollfd pfd = {.fd = q->efd, .events = POLLIN};
 	while (poll(&pfd, 1, -1) < 0 && errno == EINTR)
 		;
 	ms_queue_ack(q);

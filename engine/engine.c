@@ -29,9 +29,18 @@ int eng_rdb_err(ms_err *err, int code, const char *what, char *rerr)
 	return code;
 }
 
-int64_t engine_current_rev(const engine *e) { return atomic_load(&((engine *)e)->rev); }
-int64_t engine_compact_rev(const engine *e) { return atomic_load(&((engine *)e)->compact); }
-uint64_t engine_consistent_index(const engine *e) { return atomic_load(&((engine *)e)->ci); }
+int64_t engine_current_rev(const engine *e)
+{
+	return atomic_load(&((engine *)e)->rev);
+}
+int64_t engine_compact_rev(const engine *e)
+{
+	return atomic_load(&((engine *)e)->compact);
+}
+uint64_t engine_consistent_index(const engine *e)
+{
+	return atomic_load(&((engine *)e)->ci);
+}
 
 static int64_t prop_sum(engine *e, const char *name)
 {
@@ -163,8 +172,8 @@ static int check_cfs(const char *dir, rocksdb_options_t *opts, ms_err *err)
 	size_t n = 0;
 	char **names = rocksdb_list_column_families(opts, dir, &n, &rerr);
 	if (rerr)
-		return eng_rdb_err(err, MS_ECORRUPT, "not a MetaStore engine store (cannot read RocksDB column families)",
-				   rerr);
+		return eng_rdb_err(err, MS_ECORRUPT,
+		                   "not a MetaStore engine store (cannot read RocksDB column families)", rerr);
 	int rc = 0;
 	bool seen[MS_ARRAY_LEN(cf_names)] = {0};
 	for (size_t i = 0; i < n && !rc; i++) {
@@ -174,16 +183,16 @@ static int check_cfs(const char *dir, rocksdb_options_t *opts, ms_err *err)
 				break;
 		if (j == MS_ARRAY_LEN(cf_names))
 			rc = ms_err_set(err, MS_ECORRUPT,
-					"engine: %s is not a MetaStore engine store: unexpected column family \"%s\"", dir,
-					names[i]);
+			                "engine: %s is not a MetaStore engine store: unexpected column family \"%s\"",
+			                dir, names[i]);
 		else
 			seen[j] = true;
 	}
 	for (size_t j = 0; j < MS_ARRAY_LEN(cf_names) && !rc; j++)
 		if (!seen[j])
 			rc = ms_err_set(err, MS_ECORRUPT,
-					"engine: %s is not a MetaStore engine store: column family \"%s\" missing", dir,
-					cf_names[j]);
+			                "engine: %s is not a MetaStore engine store: column family \"%s\" missing", dir,
+			                cf_names[j]);
 	rocksdb_list_column_families_destroy(names, n);
 	return rc;
 }
@@ -205,18 +214,20 @@ static int load_meta(engine *e, ms_err *err)
 	if (!fmt || len != strlen(ENG_FORMAT) || memcmp(fmt, ENG_FORMAT, len)) {
 		rocksdb_free(fmt);
 		return ms_err_set(err, MS_ECORRUPT, "engine: %s is not a MetaStore engine store (format marker %s)",
-				  e->dir, fmt ? "differs" : "missing");
+		                  e->dir, fmt ? "differs" : "missing");
 	}
 	rocksdb_free(fmt);
 	int64_t rev = 0, compact = 0, done = 0, ci = 0;
 	bool f1, f2, f3, f4;
-	if ((rc = eng_meta_get_i64(e, "rev", &rev, &f1, err)) || (rc = eng_meta_get_i64(e, "compact", &compact, &f2, err)) ||
-	    (rc = eng_meta_get_i64(e, "compact_done", &done, &f3, err)) || (rc = eng_meta_get_i64(e, "ci", &ci, &f4, err)))
+	if ((rc = eng_meta_get_i64(e, "rev", &rev, &f1, err)) ||
+	    (rc = eng_meta_get_i64(e, "compact", &compact, &f2, err)) ||
+	    (rc = eng_meta_get_i64(e, "compact_done", &done, &f3, err)) ||
+	    (rc = eng_meta_get_i64(e, "ci", &ci, &f4, err)))
 		return rc;
 	if (!f1 || rev < 1 || compact < 0 || compact > rev || done > compact)
 		return ms_err_set(err, MS_ECORRUPT,
-				  "engine: %s: damaged meta records (rev %lld, compact %lld, compact_done %lld)", e->dir,
-				  (long long)rev, (long long)compact, (long long)done);
+		                  "engine: %s: damaged meta records (rev %lld, compact %lld, compact_done %lld)",
+		                  e->dir, (long long)rev, (long long)compact, (long long)done);
 	atomic_store(&e->rev, rev);
 	atomic_store(&e->compact, compact);
 	atomic_store(&e->ci, (uint64_t)ci);
@@ -260,9 +271,9 @@ int engine_open(const char *dir, const engine_opts *o, engine **out, ms_err *err
 			ms_free(cur);
 			if (r)
 				return ms_err_set(err, MS_ECORRUPT,
-						  "engine: %s is not a MetaStore engine store (not empty, no RocksDB "
-						  "CURRENT file); refusing to use it",
-						  dir);
+				                  "engine: %s is not a MetaStore engine store (not empty, no RocksDB "
+				                  "CURRENT file); refusing to use it",
+				                  dir);
 		}
 	}
 
@@ -475,7 +486,7 @@ int engine_import_kv(engine *e, const engine_kv *kv, ms_err *err)
 	if (kv->key_len == 0 || kv->mod_rev < 2 || kv->create_rev < 1 || kv->create_rev > kv->mod_rev ||
 	    kv->version < 1)
 		return ms_err_set(err, MS_EINVAL, "engine: import: bad KeyValue (mod %lld create %lld version %lld)",
-				  (long long)kv->mod_rev, (long long)kv->create_rev, (long long)kv->version);
+		                  (long long)kv->mod_rev, (long long)kv->create_rev, (long long)kv->version);
 	/* the first free sub-revision of mod_rev keeps rows of one txn apart */
 	uint8_t rk[ENG_REVLEN];
 	int64_t sub = 0;
@@ -571,7 +582,7 @@ int engine_import_finish(engine *e, int64_t current_rev, int64_t compact_rev, ms
 		current_rev = 1;
 	if (compact_rev < 0 || compact_rev > current_rev)
 		return ms_err_set(err, MS_EINVAL, "engine: import: compact revision %lld outside [0, %lld]",
-				  (long long)compact_rev, (long long)current_rev);
+		                  (long long)compact_rev, (long long)current_rev);
 	/* attach each live key to its lease */
 	rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
 	attach_ctx ac = {e, wb};
@@ -816,7 +827,8 @@ int engine_install(engine *e, const char *src, ms_err *err)
 	}
 	if ((rc = open_db(e, err)) != 0) {
 		/* the snapshot does not open: go back to the store we had */
-		MS_ERROR("engine", "installed snapshot does not open (%s); keeping the previous store", err ? err->msg : "");
+		MS_ERROR("engine", "installed snapshot does not open (%s); keeping the previous store",
+		         err ? err->msg : "");
 		close_db(e);
 		remove_tree(e->dir);
 		rename(old, e->dir);

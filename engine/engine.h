@@ -44,10 +44,10 @@ typedef struct engine engine;
 typedef struct engine_apply engine_apply;
 
 typedef struct engine_opts {
-	bool create_if_missing;     /* create a new store when <dir> does not exist */
-	int max_txn_ops;            /* --max-txn-ops, default 128 */
-	int64_t quota_bytes;        /* --quota-backend-bytes; 0 = 2 GiB */
-	size_t block_cache_bytes;   /* 0 = a small default (8 MiB) */
+	bool create_if_missing;   /* create a new store when <dir> does not exist */
+	int max_txn_ops;          /* --max-txn-ops, default 128 */
+	int64_t quota_bytes;      /* --quota-backend-bytes; 0 = 2 GiB */
+	size_t block_cache_bytes; /* 0 = a small default (8 MiB) */
 } engine_opts;
 
 /* Opens (or, with create_if_missing, creates) the store in directory dir.
@@ -59,9 +59,9 @@ int engine_open(const char *dir, const engine_opts *opts, engine **out, ms_err *
 void engine_close(engine *e);
 
 int64_t engine_current_rev(const engine *e);
-int64_t engine_compact_rev(const engine *e);   /* 0 until the first compaction */
+int64_t engine_compact_rev(const engine *e);       /* 0 until the first compaction */
 uint64_t engine_consistent_index(const engine *e); /* last applied raft index */
-int64_t engine_db_size(engine *e);             /* bytes on disk (approximate) */
+int64_t engine_db_size(engine *e);                 /* bytes on disk (approximate) */
 int64_t engine_db_size_in_use(engine *e);
 
 /* ---- validation that needs no state (done before proposing) ----
@@ -78,13 +78,11 @@ int engine_check_txn(const Etcdserverpb__TxnRequest *r, int max_txn_ops, ms_err 
  * conventions ("\0" = from key, empty = single key), limit/more/count, sort
  * order and target, keys_only, count_only, min/max mod and create revision.
  * Errors: MS_ECOMPACTED, MS_EFUTURE_REV, MS_EKEY_EMPTY. */
-int engine_range(engine *e, const Etcdserverpb__RangeRequest *r, Etcdserverpb__RangeResponse **out,
-		 ms_err *err);
+int engine_range(engine *e, const Etcdserverpb__RangeRequest *r, Etcdserverpb__RangeResponse **out, ms_err *err);
 
 /* etcd's HashKV: crc32c (Castagnoli) over the MVCC history up to rev
  * (0 = current), the same on members with the same data. */
-int engine_hash_kv(engine *e, int64_t rev, uint32_t *hash, int64_t *hash_rev, int64_t *compact_rev,
-		   ms_err *err);
+int engine_hash_kv(engine *e, int64_t rev, uint32_t *hash, int64_t *hash_rev, int64_t *compact_rev, ms_err *err);
 
 /* History in revision order, for watch catch-up: calls fn for each event with
  * start_rev <= mod revision <= end_rev on keys in [key, range_end) (etcd range
@@ -95,9 +93,9 @@ int engine_hash_kv(engine *e, int64_t rev, uint32_t *hash, int64_t *hash_rev, in
  * non-zero stops the walk and is returned. Events are only valid during the
  * call. A walk cut by max_events ends on a revision boundary. */
 typedef int (*engine_event_fn)(void *arg, const Mvccpb__Event *ev);
-int engine_history(engine *e, const uint8_t *key, size_t key_len, const uint8_t *range_end,
-		   size_t range_end_len, int64_t start_rev, int64_t end_rev, bool want_prev, size_t max_events,
-		   engine_event_fn fn, void *arg, int64_t *next_rev, ms_err *err);
+int engine_history(engine *e, const uint8_t *key, size_t key_len, const uint8_t *range_end, size_t range_end_len,
+                   int64_t start_rev, int64_t end_rev, bool want_prev, size_t max_events, engine_event_fn fn, void *arg,
+                   int64_t *next_rev, ms_err *err);
 
 /* ---- writes: one apply batch per group of committed log entries ----
  * engine_apply_begin opens a batch (one at a time). Each op sees the effects
@@ -113,12 +111,10 @@ int engine_history(engine *e, const uint8_t *key, size_t key_len, const uint8_t 
  * by setting evs[i] = NULL (it then frees them with ms_pb_allocator). */
 typedef void (*engine_events_fn)(void *arg, int64_t rev, Mvccpb__Event **evs, size_t n);
 int engine_apply_begin(engine *e, engine_events_fn on_events, void *arg, engine_apply **out, ms_err *err);
-int engine_apply_put(engine_apply *a, const Etcdserverpb__PutRequest *r, Etcdserverpb__PutResponse **out,
-		     ms_err *err);
+int engine_apply_put(engine_apply *a, const Etcdserverpb__PutRequest *r, Etcdserverpb__PutResponse **out, ms_err *err);
 int engine_apply_delete(engine_apply *a, const Etcdserverpb__DeleteRangeRequest *r,
-			Etcdserverpb__DeleteRangeResponse **out, ms_err *err);
-int engine_apply_txn(engine_apply *a, const Etcdserverpb__TxnRequest *r, Etcdserverpb__TxnResponse **out,
-		     ms_err *err);
+                        Etcdserverpb__DeleteRangeResponse **out, ms_err *err);
+int engine_apply_txn(engine_apply *a, const Etcdserverpb__TxnRequest *r, Etcdserverpb__TxnResponse **out, ms_err *err);
 /* Records the compaction at rev (MS_ECOMPACTED if rev <= compacted,
  * MS_EFUTURE_REV if rev > current); the removal of superseded revisions
  * below rev runs in the background in chunks after commit.
@@ -141,8 +137,8 @@ void engine_apply_abort(engine_apply *a);
 
 /* Lease records, for rebuilding the lease manager at start-up: calls fn for
  * each lease with its granted TTL and the keys attached to it. */
-typedef int (*engine_lease_fn)(void *arg, int64_t id, int64_t ttl, const uint8_t *const *keys,
-			       const size_t *key_lens, size_t nkeys);
+typedef int (*engine_lease_fn)(void *arg, int64_t id, int64_t ttl, const uint8_t *const *keys, const size_t *key_lens,
+                               size_t nkeys);
 int engine_leases(engine *e, engine_lease_fn fn, void *arg, ms_err *err);
 
 /* ---- codec and key encoding (public so tests, the migration tool and

@@ -82,15 +82,15 @@ static int ev_add(engine_apply *a, int64_t rev, Mvccpb__Event *ev)
 
 static Mvccpb__KeyValue *pb_kv_dup(const Mvccpb__KeyValue *m)
 {
-	engine_kv kv = {m->key.data, m->key.len, m->value.data, m->value.len,
-			m->create_revision, m->mod_revision, m->version, m->lease};
+	engine_kv kv = {m->key.data,        m->key.len,      m->value.data, m->value.len,
+	                m->create_revision, m->mod_revision, m->version,    m->lease};
 	return eng_pb_kv(&kv, false);
 }
 
 /* Newest live version of key at rev through it; value pointers alias the
  * iterator (valid until it moves or the batch is written). */
 static int lookup(rocksdb_iterator_t *it, const uint8_t *key, size_t klen, int64_t rev, engine_kv *kv, bool *found,
-		  ms_err *err)
+                  ms_err *err)
 {
 	*found = false;
 	uint8_t stack[256];
@@ -132,7 +132,7 @@ bool eng_apply_lease_exists(engine_apply *a, int64_t id)
 	char *rerr = NULL;
 	size_t len;
 	char *v = rocksdb_writebatch_wi_get_from_batch_and_db_cf(a->wb, a->e->db, a->e->ro, a->e->cf_lease,
-								 (const char *)k, sizeof k, &len, &rerr);
+	                                                         (const char *)k, sizeof k, &len, &rerr);
 	rocksdb_free(rerr);
 	bool ok = v != NULL;
 	rocksdb_free(v);
@@ -167,8 +167,7 @@ static void put_hist(engine_apply *a, const eng_wctx *w, int type, const uint8_t
 	rocksdb_writebatch_wi_put_cf(a->wb, a->e->cf_rev, (const char *)rk, sizeof rk, (const char *)scratch, klen + 1);
 }
 
-static void lease_attach(engine_apply *a, int64_t lease, const uint8_t *key, size_t klen, bool attach,
-			 uint8_t *scratch)
+static void lease_attach(engine_apply *a, int64_t lease, const uint8_t *key, size_t klen, bool attach, uint8_t *scratch)
 {
 	scratch[0] = 'A';
 	ms_put_u64be(scratch + 1, (uint64_t)lease);
@@ -180,7 +179,7 @@ static void lease_attach(engine_apply *a, int64_t lease, const uint8_t *key, siz
 }
 
 int eng_do_put(engine_apply *a, eng_wctx *w, const Etcdserverpb__PutRequest *r, Etcdserverpb__PutResponse **out,
-	       ms_err *err)
+               ms_err *err)
 {
 	engine *e = a->e;
 	const uint8_t *key = r->key.data;
@@ -196,14 +195,14 @@ int eng_do_put(engine_apply *a, eng_wctx *w, const Etcdserverpb__PutRequest *r, 
 	if ((rc = lookup(it, key, klen, w->main, &prev, &found, err)))
 		goto out;
 	engine_kv kv = {
-		.key = key,
-		.key_len = klen,
-		.value = r->ignore_value && found ? prev.value : r->value.data,
-		.value_len = r->ignore_value && found ? prev.value_len : r->value.len,
-		.create_rev = found ? prev.create_rev : w->main,
-		.mod_rev = w->main,
-		.version = found ? prev.version + 1 : 1,
-		.lease = r->ignore_lease && found ? prev.lease : r->lease,
+	    .key = key,
+	    .key_len = klen,
+	    .value = r->ignore_value && found ? prev.value : r->value.data,
+	    .value_len = r->ignore_value && found ? prev.value_len : r->value.len,
+	    .create_rev = found ? prev.create_rev : w->main,
+	    .mod_rev = w->main,
+	    .version = found ? prev.version + 1 : 1,
+	    .lease = r->ignore_lease && found ? prev.lease : r->lease,
 	};
 	int64_t old_lease = found ? prev.lease : 0;
 	size_t vlen = engine_kv_encode(&kv, NULL, 0);
@@ -314,7 +313,7 @@ static int del_cb(void *arg, const engine_kv *kv)
 }
 
 int eng_do_delete(engine_apply *a, eng_wctx *w, const Etcdserverpb__DeleteRangeRequest *r,
-		  Etcdserverpb__DeleteRangeResponse **out, ms_err *err)
+                  Etcdserverpb__DeleteRangeResponse **out, ms_err *err)
 {
 	engine *e = a->e;
 	del_acc d = {.want_prev = r->prev_kv || a->on_events};
@@ -408,8 +407,7 @@ out:
 	return rc;
 }
 
-int engine_apply_put(engine_apply *a, const Etcdserverpb__PutRequest *r, Etcdserverpb__PutResponse **out,
-		     ms_err *err)
+int engine_apply_put(engine_apply *a, const Etcdserverpb__PutRequest *r, Etcdserverpb__PutResponse **out, ms_err *err)
 {
 	if (out)
 		*out = NULL;
@@ -427,7 +425,7 @@ int engine_apply_put(engine_apply *a, const Etcdserverpb__PutRequest *r, Etcdser
 }
 
 int engine_apply_delete(engine_apply *a, const Etcdserverpb__DeleteRangeRequest *r,
-			Etcdserverpb__DeleteRangeResponse **out, ms_err *err)
+                        Etcdserverpb__DeleteRangeResponse **out, ms_err *err)
 {
 	if (out)
 		*out = NULL;

@@ -100,7 +100,10 @@ void eng_rev_get(const uint8_t *p, int64_t *main, int64_t *sub)
 		*sub = (int64_t)~ms_get_u64be(p + 8);
 }
 
-bool eng_is_tombstone(const uint8_t *v, size_t len) { return len == 1 && v[0] == ENG_TOMBSTONE; }
+bool eng_is_tombstone(const uint8_t *v, size_t len)
+{
+	return len == 1 && v[0] == ENG_TOMBSTONE;
+}
 
 int eng_bytes_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
 {

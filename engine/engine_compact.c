@@ -103,7 +103,8 @@ static int compact_run(engine *e, int64_t c)
 	if (!rc) {
 		uint8_t lo[ENG_REVLEN] = {0}, hi[ENG_REVLEN] = {0};
 		ms_put_u64be(hi, (uint64_t)c);
-		rocksdb_writebatch_delete_range_cf(wb, e->cf_rev, (const char *)lo, sizeof lo, (const char *)hi, sizeof hi);
+		rocksdb_writebatch_delete_range_cf(wb, e->cf_rev, (const char *)lo, sizeof lo, (const char *)hi,
+		                                   sizeof hi);
 		uint8_t b[8];
 		ms_put_u64le(b, (uint64_t)c);
 		rocksdb_writebatch_put_cf(wb, e->cf_meta, "compact_done", 12, (const char *)b, 8);
@@ -137,7 +138,7 @@ static void *compact_main(void *arg)
 		if (rc == 0) {
 			e->compact_done = c;
 			MS_INFO("mvcc", "finished scheduled compaction at %lld (took %.3fms)", (long long)c,
-				(double)(ms_now_mono_ns() - t0) / 1e6);
+			        (double)(ms_now_mono_ns() - t0) / 1e6);
 		} else if (rc != MS_ESTOPPED) {
 			/* do not spin on a failing disk; a restart resumes from compact_done */
 			e->compact_done = c;

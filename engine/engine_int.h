@@ -37,14 +37,14 @@ struct engine {
 	rocksdb_block_based_table_options_t *bbo;
 	rocksdb_cache_t *cache;
 	rocksdb_column_family_handle_t *cf_default, *cf_kv, *cf_rev, *cf_lease, *cf_meta;
-	rocksdb_readoptions_t *ro;   /* plain reads (no snapshot) */
-	rocksdb_writeoptions_t *wo;  /* sync = false */
+	rocksdb_readoptions_t *ro;  /* plain reads (no snapshot) */
+	rocksdb_writeoptions_t *wo; /* sync = false */
 	char *dir;
 	int max_txn_ops;
 	int64_t quota_bytes;
 
 	_Atomic int64_t rev;
-	_Atomic int64_t compact;      /* scheduled compaction revision */
+	_Atomic int64_t compact; /* scheduled compaction revision */
 	_Atomic uint64_t ci;
 	bool batch_open;
 
@@ -52,11 +52,11 @@ struct engine {
 	pthread_t compact_thread;
 	bool compact_thread_started;
 	pthread_mutex_t cmu;
-	pthread_cond_t ccond;      /* work to do or stop */
-	pthread_cond_t cdone;      /* compact_done advanced */
-	int64_t compact_target;    /* guarded by cmu */
-	int64_t compact_done;      /* guarded by cmu */
-	bool stopping;             /* guarded by cmu */
+	pthread_cond_t ccond;   /* work to do or stop */
+	pthread_cond_t cdone;   /* compact_done advanced */
+	int64_t compact_target; /* guarded by cmu */
+	int64_t compact_done;   /* guarded by cmu */
+	bool stopping;          /* guarded by cmu */
 
 	/* Readers hold it shared; engine_install holds it exclusively while it
 	 * swaps the store underneath (writer-preferring, so an install is not
@@ -76,10 +76,10 @@ struct engine_apply {
 	rocksdb_writebatch_wi_t *wb;
 	engine_events_fn on_events;
 	void *arg;
-	int64_t rev;       /* revision as of the ops applied so far */
-	int64_t compact;   /* compaction revision as of the ops so far */
+	int64_t rev;     /* revision as of the ops applied so far */
+	int64_t compact; /* compaction revision as of the ops so far */
 	bool compact_changed;
-	bool poisoned;     /* an internal error left half an op in wb */
+	bool poisoned; /* an internal error left half an op in wb */
 	/* kv CF view of batch+DB made on first use and kept for the batch:
 	 * creating one per put cost ~20 % of the apply thread. It sees later
 	 * writes to wb after a re-seek (RocksDB's BaseDeltaIterator reads the
@@ -117,12 +117,12 @@ int eng_bytes_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl);
  * Bounds of an etcd range [key, end): single key when end is empty, no
  * upper bound when end is "\0". */
 typedef struct eng_bounds {
-	uint8_t *start;     /* encoded key prefix */
+	uint8_t *start; /* encoded key prefix */
 	size_t start_len;
-	uint8_t *end;       /* encoded end prefix; NULL = unbounded */
+	uint8_t *end; /* encoded end prefix; NULL = unbounded */
 	size_t end_len;
 	bool single;
-	bool empty;         /* end <= key: nothing can match */
+	bool empty; /* end <= key: nothing can match */
 } eng_bounds;
 int eng_bounds_init(eng_bounds *b, const uint8_t *key, size_t klen, const uint8_t *end, size_t elen);
 void eng_bounds_free(eng_bounds *b);
@@ -133,7 +133,7 @@ int eng_scan(rocksdb_iterator_t *it, const eng_bounds *b, int64_t rev, eng_scan_
 /* etcd's Range on an iterator at view revision cur (compact = first valid
  * revision); header revision = cur. */
 int eng_range_on(rocksdb_iterator_t *it, const Etcdserverpb__RangeRequest *r, int64_t cur, int64_t compact,
-		 Etcdserverpb__RangeResponse **out, ms_err *err);
+                 Etcdserverpb__RangeResponse **out, ms_err *err);
 Etcdserverpb__ResponseHeader *eng_header(int64_t rev);
 
 /* ---- apply helpers (engine_apply.c) ---- */
@@ -143,9 +143,9 @@ rocksdb_iterator_t *eng_apply_iter(engine_apply *a, rocksdb_column_family_handle
  * pointers it hands out are lost on the next seek or write to the batch. */
 rocksdb_iterator_t *eng_apply_kv_iter(engine_apply *a);
 int eng_do_put(engine_apply *a, eng_wctx *w, const Etcdserverpb__PutRequest *r, Etcdserverpb__PutResponse **out,
-	       ms_err *err);
+               ms_err *err);
 int eng_do_delete(engine_apply *a, eng_wctx *w, const Etcdserverpb__DeleteRangeRequest *r,
-		  Etcdserverpb__DeleteRangeResponse **out, ms_err *err);
+                  Etcdserverpb__DeleteRangeResponse **out, ms_err *err);
 /* Checks a put against the batch view (key exists for ignore_*, lease exists). */
 int eng_check_put_state(engine_apply *a, const Etcdserverpb__PutRequest *r, ms_err *err);
 bool eng_apply_lease_exists(engine_apply *a, int64_t id);
@@ -159,7 +159,13 @@ void eng_compact_schedule(engine *e, int64_t rev);
 /* ---- meta helpers (engine.c) ---- */
 int eng_meta_get_i64(engine *e, const char *name, int64_t *v, bool *found, ms_err *err);
 
-static inline void eng_rlock(engine *e) { pthread_rwlock_rdlock(&e->swap); }
-static inline void eng_runlock(engine *e) { pthread_rwlock_unlock(&e->swap); }
+static inline void eng_rlock(engine *e)
+{
+	pthread_rwlock_rdlock(&e->swap);
+}
+static inline void eng_runlock(engine *e)
+{
+	pthread_rwlock_unlock(&e->swap);
+}
 
 #endif

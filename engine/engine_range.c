@@ -109,7 +109,7 @@ int eng_scan(rocksdb_iterator_t *it, const eng_bounds *b, int64_t rev, eng_scan_
 			engine_kv kv;
 			if (engine_kv_decode(v, vlen, &kv)) {
 				rc = ms_err_set(err, MS_ECORRUPT, "engine: undecodable KeyValue at revision %lld",
-						(long long)main);
+				                (long long)main);
 				goto out;
 			}
 			rc = fn(arg, &kv);
@@ -172,7 +172,7 @@ typedef struct range_acc {
 	const Etcdserverpb__RangeRequest *r;
 	int64_t fetch_limit; /* 0 = all */
 	bool filter;
-	int64_t count;       /* every live key in range */
+	int64_t count; /* every live key in range */
 	Mvccpb__KeyValue **kvs;
 	size_t n, cap;
 } range_acc;
@@ -218,18 +218,25 @@ static int range_cb(void *arg, const engine_kv *kv)
 	return 0;
 }
 
-static int cmp_i64(int64_t a, int64_t b) { return a < b ? -1 : a > b; }
+static int cmp_i64(int64_t a, int64_t b)
+{
+	return a < b ? -1 : a > b;
+}
 
 /* Compares by the sort target only; equal elements keep their scan order. */
 static int kv_cmp(const Mvccpb__KeyValue *a, const Mvccpb__KeyValue *b, int target)
 {
 	switch (target) {
-	case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VERSION: return cmp_i64(a->version, b->version);
-	case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__CREATE: return cmp_i64(a->create_revision, b->create_revision);
-	case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__MOD: return cmp_i64(a->mod_revision, b->mod_revision);
+	case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VERSION:
+		return cmp_i64(a->version, b->version);
+	case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__CREATE:
+		return cmp_i64(a->create_revision, b->create_revision);
+	case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__MOD:
+		return cmp_i64(a->mod_revision, b->mod_revision);
 	case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VALUE:
 		return eng_bytes_cmp(a->value.data, a->value.len, b->value.data, b->value.len);
-	default: return eng_bytes_cmp(a->key.data, a->key.len, b->key.data, b->key.len);
+	default:
+		return eng_bytes_cmp(a->key.data, a->key.len, b->key.data, b->key.len);
 	}
 }
 
@@ -268,7 +275,7 @@ static void kv_sort(Mvccpb__KeyValue **a, Mvccpb__KeyValue **tmp, size_t n, int 
 }
 
 int eng_range_on(rocksdb_iterator_t *it, const Etcdserverpb__RangeRequest *r, int64_t cur, int64_t compact,
-		 Etcdserverpb__RangeResponse **out, ms_err *err)
+                 Etcdserverpb__RangeResponse **out, ms_err *err)
 {
 	*out = NULL;
 	if (r->key.len == 0)
@@ -305,7 +312,7 @@ int eng_range_on(rocksdb_iterator_t *it, const Etcdserverpb__RangeRequest *r, in
 			goto fail;
 		}
 		kv_sort(acc.kvs, tmp, acc.n, r->sort_target,
-			order == ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__DESCEND ? -1 : 1);
+		        order == ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__DESCEND ? -1 : 1);
 		ms_free(tmp);
 	}
 	Etcdserverpb__RangeResponse *resp = ms_malloc(sizeof *resp);
@@ -373,7 +380,8 @@ static void view_close(engine *e, eng_view *v)
 	rocksdb_release_snapshot(e->db, v->snap);
 }
 
-static int engine_range_unlocked(engine *e, const Etcdserverpb__RangeRequest *r, Etcdserverpb__RangeResponse **out, ms_err *err)
+static int engine_range_unlocked(engine *e, const Etcdserverpb__RangeRequest *r, Etcdserverpb__RangeResponse **out,
+                                 ms_err *err)
 {
 	eng_view v;
 	view_open(e, &v);
@@ -390,7 +398,8 @@ static int engine_range_unlocked(engine *e, const Etcdserverpb__RangeRequest *r,
  * does not depend on how far background compaction has got, and members
  * with the same history agree. The numbers differ from etcd's (different
  * row format). */
-static int engine_hash_kv_unlocked(engine *e, int64_t rev, uint32_t *hash, int64_t *hash_rev, int64_t *compact_rev, ms_err *err)
+static int engine_hash_kv_unlocked(engine *e, int64_t rev, uint32_t *hash, int64_t *hash_rev, int64_t *compact_rev,
+                                   ms_err *err)
 {
 	eng_view v;
 	view_open(e, &v);
@@ -460,7 +469,7 @@ static int engine_hash_kv_unlocked(engine *e, int64_t rev, uint32_t *hash, int64
 
 /* ---- history ---- */
 static bool in_range(const uint8_t *k, size_t kl, const uint8_t *key, size_t key_len, const uint8_t *end,
-		     size_t end_len)
+                     size_t end_len)
 {
 	if (end_len == 0)
 		return eng_bytes_cmp(k, kl, key, key_len) == 0;
@@ -473,9 +482,9 @@ static bool in_range(const uint8_t *k, size_t kl, const uint8_t *key, size_t key
 
 /* Looks up the kv row (key, main, sub) and, with want_prev, the version just
  * before it. */
-static int history_event(rocksdb_iterator_t *kit, const uint8_t *key, size_t klen, int type, int64_t main,
-			 int64_t sub, bool want_prev, Mvccpb__Event *ev, Mvccpb__KeyValue *kv, Mvccpb__KeyValue *pkv,
-			 uint8_t *buf, ms_err *err)
+static int history_event(rocksdb_iterator_t *kit, const uint8_t *key, size_t klen, int type, int64_t main, int64_t sub,
+                         bool want_prev, Mvccpb__Event *ev, Mvccpb__KeyValue *kv, Mvccpb__KeyValue *pkv, uint8_t *buf,
+                         ms_err *err)
 {
 	size_t plen = eng_key_enc(key, klen, buf);
 	eng_rev_put(buf + plen, main, sub);
@@ -497,7 +506,7 @@ static int history_event(rocksdb_iterator_t *kit, const uint8_t *key, size_t kle
 		const uint8_t *v = (const uint8_t *)rocksdb_iter_value(kit, &vlen);
 		if (engine_kv_decode(v, vlen, &d))
 			return ms_err_set(err, MS_ECORRUPT, "engine: undecodable KeyValue at revision %lld",
-					  (long long)main);
+			                  (long long)main);
 		kv->value.data = (uint8_t *)d.value;
 		kv->value.len = d.value_len;
 		kv->create_revision = d.create_rev;
@@ -530,9 +539,9 @@ static int history_event(rocksdb_iterator_t *kit, const uint8_t *key, size_t kle
 	return 0;
 }
 
-static int engine_history_unlocked(engine *e, const uint8_t *key, size_t key_len, const uint8_t *range_end, size_t range_end_len,
-		   int64_t start_rev, int64_t end_rev, bool want_prev, size_t max_events, engine_event_fn fn,
-		   void *arg, int64_t *next_rev, ms_err *err)
+static int engine_history_unlocked(engine *e, const uint8_t *key, size_t key_len, const uint8_t *range_end,
+                                   size_t range_end_len, int64_t start_rev, int64_t end_rev, bool want_prev,
+                                   size_t max_events, engine_event_fn fn, void *arg, int64_t *next_rev, ms_err *err)
 {
 	eng_view v;
 	view_open(e, &v);
@@ -624,12 +633,12 @@ int engine_hash_kv(engine *e, int64_t rev, uint32_t *hash, int64_t *hash_rev, in
 }
 
 int engine_history(engine *e, const uint8_t *key, size_t key_len, const uint8_t *range_end, size_t range_end_len,
-		   int64_t start_rev, int64_t end_rev, bool want_prev, size_t max_events, engine_event_fn fn,
-		   void *arg, int64_t *next_rev, ms_err *err)
+                   int64_t start_rev, int64_t end_rev, bool want_prev, size_t max_events, engine_event_fn fn, void *arg,
+                   int64_t *next_rev, ms_err *err)
 {
 	eng_rlock(e);
 	int rc = engine_history_unlocked(e, key, key_len, range_end, range_end_len, start_rev, end_rev, want_prev,
-					 max_events, fn, arg, next_rev, err);
+	                                 max_events, fn, arg, next_rev, err);
 	eng_runlock(e);
 	return rc;
 }

@@ -41,13 +41,13 @@ static int check_op(const Etcdserverpb__RequestOp *op, int max, ms_err *err)
 	switch (op->request_case) {
 	case ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE:
 		return op->request_range ? engine_check_range(op->request_range, err)
-					 : ms_err_set(err, MS_EKEY_EMPTY, "etcdserver: key is not provided");
+		                         : ms_err_set(err, MS_EKEY_EMPTY, "etcdserver: key is not provided");
 	case ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT:
 		return op->request_put ? engine_check_put(op->request_put, err)
-				       : ms_err_set(err, MS_EKEY_EMPTY, "etcdserver: key is not provided");
+		                       : ms_err_set(err, MS_EKEY_EMPTY, "etcdserver: key is not provided");
 	case ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE:
 		return op->request_delete_range ? engine_check_delete(op->request_delete_range, err)
-						: ms_err_set(err, MS_EKEY_EMPTY, "etcdserver: key is not provided");
+		                                : ms_err_set(err, MS_EKEY_EMPTY, "etcdserver: key is not provided");
 	case ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN:
 		if (!op->request_txn)
 			return 0;
@@ -141,7 +141,7 @@ static bool ivlv_hits(const ivlv *s, const ProtobufCBinaryData *k)
 			if (!eng_bytes_cmp(x->b, x->bl, k->data, k->len))
 				return true;
 		} else if (eng_bytes_cmp(x->b, x->bl, k->data, k->len) <= 0 &&
-			   eng_bytes_cmp(k->data, k->len, x->e, x->el) < 0) {
+		           eng_bytes_cmp(k->data, k->len, x->e, x->el) < 0) {
 			return true;
 		}
 	}
@@ -241,7 +241,10 @@ typedef struct cmp_ctx {
 	bool ok;
 } cmp_ctx;
 
-static int cmp_i64(int64_t a, int64_t b) { return a < b ? -1 : a > b; }
+static int cmp_i64(int64_t a, int64_t b)
+{
+	return a < b ? -1 : a > b;
+}
 
 static bool compare_kv(const Etcdserverpb__Compare *c, const engine_kv *kv)
 {
@@ -273,14 +276,20 @@ static bool compare_kv(const Etcdserverpb__Compare *c, const engine_kv *kv)
 			want = c->lease;
 		r = cmp_i64(kv->lease, want);
 		break;
-	default: break;
+	default:
+		break;
 	}
 	switch (c->result) {
-	case ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL: return r == 0;
-	case ETCDSERVERPB__COMPARE__COMPARE_RESULT__NOT_EQUAL: return r != 0;
-	case ETCDSERVERPB__COMPARE__COMPARE_RESULT__GREATER: return r > 0;
-	case ETCDSERVERPB__COMPARE__COMPARE_RESULT__LESS: return r < 0;
-	default: return true;
+	case ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL:
+		return r == 0;
+	case ETCDSERVERPB__COMPARE__COMPARE_RESULT__NOT_EQUAL:
+		return r != 0;
+	case ETCDSERVERPB__COMPARE__COMPARE_RESULT__GREATER:
+		return r > 0;
+	case ETCDSERVERPB__COMPARE__COMPARE_RESULT__LESS:
+		return r < 0;
+	default:
+		return true;
 	}
 }
 
@@ -323,7 +332,7 @@ typedef struct pathv {
 /* etcd's compareToPath: every compare, nested ones included, is evaluated
  * on the view before the txn runs; the path lists the outcomes in preorder. */
 static int compare_to_path(rocksdb_iterator_t *it, int64_t rev, const Etcdserverpb__TxnRequest *t, pathv *p,
-			   ms_err *err)
+                           ms_err *err)
 {
 	bool ok = true;
 	for (size_t i = 0; i < t->n_compare && ok; i++) {
@@ -343,7 +352,8 @@ static int compare_to_path(rocksdb_iterator_t *it, int64_t rev, const Etcdserver
 	Etcdserverpb__RequestOp **ops = ok ? t->success : t->failure;
 	size_t n = ok ? t->n_success : t->n_failure;
 	for (size_t i = 0; i < n; i++) {
-		if (!ops[i] || ops[i]->request_case != ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN || !ops[i]->request_txn)
+		if (!ops[i] || ops[i]->request_case != ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN ||
+		    !ops[i]->request_txn)
 			continue;
 		int rc = compare_to_path(it, rev, ops[i]->request_txn, p, err);
 		if (rc)
@@ -355,7 +365,7 @@ static int compare_to_path(rocksdb_iterator_t *it, int64_t rev, const Etcdserver
 /* checkRequests: puts (ignore_* key present, lease present) when writing,
  * then range revisions, on the pre-txn view. */
 static int check_reqs(engine_apply *a, const Etcdserverpb__TxnRequest *t, const pathv *p, size_t *pi, bool puts,
-		      ms_err *err)
+                      ms_err *err)
 {
 	bool ok = p->v[(*pi)++];
 	Etcdserverpb__RequestOp **ops = ok ? t->success : t->failure;
@@ -368,11 +378,12 @@ static int check_reqs(engine_apply *a, const Etcdserverpb__TxnRequest *t, const 
 		if (op->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN && op->request_txn) {
 			if ((rc = check_reqs(a, op->request_txn, p, pi, puts, err)))
 				return rc;
-		} else if (puts && op->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT && op->request_put) {
+		} else if (puts && op->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT &&
+		           op->request_put) {
 			if ((rc = eng_check_put_state(a, op->request_put, err)))
 				return rc;
 		} else if (!puts && op->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE &&
-			   op->request_range) {
+		           op->request_range) {
 			int64_t rv = op->request_range->revision;
 			if (rv > a->rev)
 				return ms_err_set(err, MS_EFUTURE_REV, "mvcc: required revision is a future revision");
@@ -397,7 +408,7 @@ static Etcdserverpb__TxnResponse *txn_resp_new(int64_t rev)
 }
 
 static int exec_txn(engine_apply *a, eng_wctx *w, const Etcdserverpb__TxnRequest *t, const pathv *p, size_t *pi,
-		    Etcdserverpb__TxnResponse *resp, ms_err *err)
+                    Etcdserverpb__TxnResponse *resp, ms_err *err)
 {
 	bool ok = p->v[(*pi)++];
 	resp->succeeded = ok;
@@ -419,7 +430,7 @@ static int exec_txn(engine_apply *a, eng_wctx *w, const Etcdserverpb__TxnRequest
 		case ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE: {
 			rocksdb_iterator_t *it = eng_apply_iter(a, a->e->cf_kv);
 			rc = eng_range_on(it, op->request_range, w->sub ? w->main : a->rev, a->compact,
-					  &ro->response_range, err);
+			                  &ro->response_range, err);
 			rocksdb_iter_destroy(it);
 			if (!rc)
 				ro->response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE;
@@ -444,7 +455,8 @@ static int exec_txn(engine_apply *a, eng_wctx *w, const Etcdserverpb__TxnRequest
 			ro->response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_TXN;
 			rc = exec_txn(a, w, op->request_txn, p, pi, ro->response_txn, err);
 			break;
-		default: break;
+		default:
+			break;
 		}
 	}
 	return rc;
@@ -462,14 +474,13 @@ static bool txn_writes(const Etcdserverpb__TxnRequest *t, const pathv *p, size_t
 		if (op->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN && op->request_txn)
 			w |= txn_writes(op->request_txn, p, pi);
 		else if (op->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT ||
-			 op->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE)
+		         op->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE)
 			w = true;
 	}
 	return w;
 }
 
-int engine_apply_txn(engine_apply *a, const Etcdserverpb__TxnRequest *r, Etcdserverpb__TxnResponse **out,
-		     ms_err *err)
+int engine_apply_txn(engine_apply *a, const Etcdserverpb__TxnRequest *r, Etcdserverpb__TxnResponse **out, ms_err *err)
 {
 	*out = NULL;
 	pathv p = {0};

@@ -25,10 +25,10 @@ typedef struct lease_item {
 
 struct lease {
 	int64_t id;
-	int64_t ttl;      /* granted, seconds (after raising to min_ttl) */
-	int64_t expiry;   /* ns; INT64_MAX = forever (follower) */
-	int64_t due;      /* heap key: when to look at it next (>= expiry once popped) */
-	size_t hidx;      /* position in the heap, NOT_IN_HEAP when absent */
+	int64_t ttl;    /* granted, seconds (after raising to min_ttl) */
+	int64_t expiry; /* ns; INT64_MAX = forever (follower) */
+	int64_t due;    /* heap key: when to look at it next (>= expiry once popped) */
+	size_t hidx;    /* position in the heap, NOT_IN_HEAP when absent */
 	lease_item *items;
 	size_t nitems;
 };
@@ -37,8 +37,8 @@ struct lease_mgr {
 	pthread_mutex_t mu;
 	lease_cfg cfg;
 	bool primary;
-	lease_tab byid;   /* lease * */
-	lease_tab bykey;  /* lease_item * */
+	lease_tab byid;  /* lease * */
+	lease_tab bykey; /* lease_item * */
 	lease **heap;
 	size_t hn, hcap;
 };
@@ -61,7 +61,10 @@ static int64_t ttl_ns(int64_t ttl)
 	return r;
 }
 
-static int64_t now_ns(lease_mgr *m) { return m->cfg.now(m->cfg.now_ud); }
+static int64_t now_ns(lease_mgr *m)
+{
+	return m->cfg.now(m->cfg.now_ud);
+}
 
 static bool id_eq(const void *entry, const void *key)
 {
@@ -213,7 +216,7 @@ static void item_link(lease *l, lease_item *it)
 
 static void item_drop(lease_mgr *m, lease_item *it)
 {
-	keyref k = { it->key, it->len };
+	keyref k = {it->key, it->len};
 	lease_item *got = lease_tab_remove(&m->bykey, it->hash, key_eq, &k);
 	MS_ASSERT(got == it);
 	item_unlink(it);
@@ -222,7 +225,7 @@ static void item_drop(lease_mgr *m, lease_item *it)
 
 static int attach_locked(lease_mgr *m, const uint8_t *key, size_t len, int64_t id, ms_err *err)
 {
-	keyref k = { key, len };
+	keyref k = {key, len};
 	uint64_t h = lease_hash_bytes(key, len);
 	lease_item *it = lease_tab_find(&m->bykey, h, key_eq, &k);
 	lease *l = id ? find_lease(m, id) : NULL;
@@ -230,8 +233,7 @@ static int attach_locked(lease_mgr *m, const uint8_t *key, size_t len, int64_t i
 		if (it)
 			item_drop(m, it);
 		if (id)
-			return ms_err_set(err, MS_ELEASE_NOT_FOUND, "lease %016llx not found",
-					  (unsigned long long)id);
+			return ms_err_set(err, MS_ELEASE_NOT_FOUND, "lease %016llx not found", (unsigned long long)id);
 		return 0;
 	}
 	if (it) {
@@ -503,7 +505,7 @@ int lease_attach(lease_mgr *m, const uint8_t *key, size_t len, int64_t id, ms_er
 
 int64_t lease_of_key(lease_mgr *m, const uint8_t *key, size_t len)
 {
-	keyref k = { key, len };
+	keyref k = {key, len};
 	pthread_mutex_lock(&m->mu);
 	lease_item *it = lease_tab_find(&m->bykey, lease_hash_bytes(key, len), key_eq, &k);
 	int64_t id = it ? it->owner->id : 0;
@@ -528,8 +530,7 @@ int lease_mgr_on_events(lease_mgr *m, struct Mvccpb__Event *const *evs, size_t n
 	return rc;
 }
 
-int lease_mgr_load(void *arg, int64_t id, int64_t ttl, const uint8_t *const *keys, const size_t *key_lens,
-		   size_t nkeys)
+int lease_mgr_load(void *arg, int64_t id, int64_t ttl, const uint8_t *const *keys, const size_t *key_lens, size_t nkeys)
 {
 	lease_mgr *m = arg;
 	pthread_mutex_lock(&m->mu);
@@ -687,7 +688,7 @@ int lease_mgr_check(lease_mgr *m)
 			rc = MS_ECORRUPT;
 		size_t c = 0;
 		for (lease_item *it = l->items; it; it = it->next) {
-			keyref k = { it->key, it->len };
+			keyref k = {it->key, it->len};
 			if (it->owner != l || lease_tab_find(&m->bykey, it->hash, key_eq, &k) != it)
 				rc = MS_ECORRUPT;
 			c++;

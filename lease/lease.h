@@ -71,13 +71,13 @@ typedef int64_t (*lease_now_fn)(void *ud);
 typedef uint64_t (*lease_rand_fn)(void *ud);
 
 typedef struct lease_cfg {
-	lease_now_fn now;      /* required */
+	lease_now_fn now; /* required */
 	void *now_ud;
-	lease_rand_fn rand;    /* required by lease_mgr_next_id only */
+	lease_rand_fn rand; /* required by lease_mgr_next_id only */
 	void *rand_ud;
-	int64_t min_ttl;       /* seconds; TTLs below are raised to it; 0 -> 2 (etcd default) */
-	int64_t retry_ns;      /* a popped, still unrevoked lease is returned again after this; 0 -> 3 s */
-	int revoke_rate;       /* promote spreads expiries to this many per second; 0 -> LEASE_REVOKE_RATE */
+	int64_t min_ttl;  /* seconds; TTLs below are raised to it; 0 -> 2 (etcd default) */
+	int64_t retry_ns; /* a popped, still unrevoked lease is returned again after this; 0 -> 3 s */
+	int revoke_rate;  /* promote spreads expiries to this many per second; 0 -> LEASE_REVOKE_RATE */
 } lease_cfg;
 
 /* etcd's minimum lease TTL in seconds for the given --heartbeat-interval and
@@ -123,7 +123,7 @@ typedef struct lease_ttl_info {
 	int64_t granted_ttl;   /* seconds */
 	int64_t remaining_ns;  /* expiry - now (negative once expired); INT64_MAX on a follower */
 	int64_t remaining_ttl; /* what TimeToLive replies: whole seconds, truncated as etcd's
-				  int64(Remaining().Seconds()); the granted TTL on a follower */
+	                          int64(Remaining().Seconds()); the granted TTL on a follower */
 	size_t nkeys;          /* keys attached */
 	bool primary;
 } lease_ttl_info;
@@ -163,7 +163,7 @@ int lease_mgr_on_events(lease_mgr *m, struct Mvccpb__Event *const *evs, size_t n
  * be passed to engine_leases(e, lease_mgr_load, m, err): grants (arg is the
  * lease_mgr) and attaches the keys. */
 int lease_mgr_load(void *arg, int64_t id, int64_t ttl, const uint8_t *const *keys, const size_t *key_lens,
-		   size_t nkeys);
+                   size_t nkeys);
 
 /* Becoming leader: every lease's clock restarts at now + extend_ns + TTL
  * (extend = the election timeout, so clients whose keep-alives were lost in

@@ -5,7 +5,10 @@
 
 #include "common/ms.h"
 
-static inline uint64_t slot_hash(uint64_t h) { return h | 1; }
+static inline uint64_t slot_hash(uint64_t h)
+{
+	return h | 1;
+}
 
 uint64_t lease_hash_u64(uint64_t x)
 {

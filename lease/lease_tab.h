@@ -10,9 +10,9 @@
 #include <stdint.h>
 
 typedef struct lease_tab {
-	uint64_t *h;  /* 0 = empty slot; stored hashes have bit 0 set */
+	uint64_t *h; /* 0 = empty slot; stored hashes have bit 0 set */
 	void **v;
-	size_t cap;   /* power of two, or 0 */
+	size_t cap; /* power of two, or 0 */
 	size_t n;
 } lease_tab;
 

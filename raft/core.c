@@ -19,12 +19,12 @@ typedef struct progress {
 	bool learner;
 	uint64_t match, next;
 	int state;
-	bool probe_sent;         /* PROBE: one APP out, wait for its answer */
-	uint64_t pending_snap;   /* SNAPSHOT: index of the snapshot sent */
-	bool recent_active;      /* heard from within this election timeout (check-quorum) */
-	int vote;                /* 0 = none, 1 = granted, -1 = rejected */
-	uint64_t read_ack;       /* highest ReadIndex round acknowledged */
-	uint64_t *infl;          /* ring of last indexes of APPs in flight */
+	bool probe_sent;       /* PROBE: one APP out, wait for its answer */
+	uint64_t pending_snap; /* SNAPSHOT: index of the snapshot sent */
+	bool recent_active;    /* heard from within this election timeout (check-quorum) */
+	int vote;              /* 0 = none, 1 = granted, -1 = rejected */
+	uint64_t read_ack;     /* highest ReadIndex round acknowledged */
+	uint64_t *infl;        /* ring of last indexes of APPs in flight */
 	size_t infl_start, infl_n;
 } progress;
 
@@ -52,24 +52,24 @@ struct raft_core {
 
 	/* the log since the snapshot, in memory (entries own their data) */
 	uint64_t snap_index, snap_term;
-	raft_conf_state snap_conf;  /* conf state of the compacted snapshot */
-	raft_entry *ents;           /* ents[i].index == snap_index + 1 + i */
+	raft_conf_state snap_conf; /* conf state of the compacted snapshot */
+	raft_entry *ents;          /* ents[i].index == snap_index + 1 + i */
 	size_t n_ents, cap_ents;
 	uint64_t commit;
-	uint64_t persisted;         /* durable up to here (raft_core_persisted) */
-	uint64_t stable_next;       /* first index not yet handed out for persisting */
-	uint64_t truncate_from;     /* pending truncation to hand out, 0 = none */
-	uint64_t applied;           /* reported by the node */
-	uint64_t apply_next;        /* first committed index not yet handed out */
+	uint64_t persisted;     /* durable up to here (raft_core_persisted) */
+	uint64_t stable_next;   /* first index not yet handed out for persisting */
+	uint64_t truncate_from; /* pending truncation to hand out, 0 = none */
+	uint64_t applied;       /* reported by the node */
+	uint64_t apply_next;    /* first committed index not yet handed out */
 
-	raft_conf_state conf;       /* applied membership */
+	raft_conf_state conf; /* applied membership */
 	progress *prs;
 	size_t n_prs;
 
 	int election_elapsed, heartbeat_elapsed, randomized_timeout;
 	uint64_t transferee;
 	uint64_t pending_conf_index;
-	bool term_durable;          /* the hard state of this term is known to be on disk */
+	bool term_durable; /* the hard state of this term is known to be on disk */
 
 	/* ReadIndex (thesis §6.4) */
 	uint64_t read_seq;
@@ -103,7 +103,10 @@ struct raft_core {
 
 /* ------------------------------------------------------------------ log */
 
-static uint64_t last_index(const raft_core *c) { return c->snap_index + c->n_ents; }
+static uint64_t last_index(const raft_core *c)
+{
+	return c->snap_index + c->n_ents;
+}
 
 static const raft_entry *entry_at(const raft_core *c, uint64_t i)
 {
@@ -120,7 +123,10 @@ static uint64_t term_at(const raft_core *c, uint64_t i)
 	return e ? e->term : 0;
 }
 
-static uint64_t last_term(const raft_core *c) { return term_at(c, last_index(c)); }
+static uint64_t last_term(const raft_core *c)
+{
+	return term_at(c, last_index(c));
+}
 
 static void entry_free(raft_entry *e)
 {
@@ -274,9 +280,15 @@ static progress *pr_get(raft_core *c, uint64_t id)
 	return NULL;
 }
 
-static size_t max_inflight(const raft_core *c) { return c->cfg.max_inflight_msgs ? c->cfg.max_inflight_msgs : 256; }
+static size_t max_inflight(const raft_core *c)
+{
+	return c->cfg.max_inflight_msgs ? c->cfg.max_inflight_msgs : 256;
+}
 
-static bool infl_full(const raft_core *c, const progress *p) { return p->infl_n >= max_inflight(c); }
+static bool infl_full(const raft_core *c, const progress *p)
+{
+	return p->infl_n >= max_inflight(c);
+}
 
 static void infl_add(raft_core *c, progress *p, uint64_t last)
 {
@@ -302,7 +314,10 @@ static void infl_free_to(const raft_core *c, progress *p, uint64_t to)
 	}
 }
 
-static void infl_reset(progress *p) { p->infl_start = p->infl_n = 0; }
+static void infl_reset(progress *p)
+{
+	p->infl_start = p->infl_n = 0;
+}
 
 static void pr_become_probe(progress *p)
 {
@@ -331,9 +346,12 @@ static void pr_become_replicate(progress *p)
 static bool pr_paused(const raft_core *c, const progress *p)
 {
 	switch (p->state) {
-	case PR_PROBE: return p->probe_sent;
-	case PR_REPLICATE: return infl_full(c, p);
-	default: return true;
+	case PR_PROBE:
+		return p->probe_sent;
+	case PR_REPLICATE:
+		return infl_full(c, p);
+	default:
+		return true;
 	}
 }
 
@@ -345,9 +363,15 @@ static bool conf_has(const uint64_t *ids, size_t n, uint64_t id)
 	return false;
 }
 
-static bool is_voter(const raft_core *c, uint64_t id) { return conf_has(c->conf.voters, c->conf.n_voters, id); }
+static bool is_voter(const raft_core *c, uint64_t id)
+{
+	return conf_has(c->conf.voters, c->conf.n_voters, id);
+}
 
-static size_t quorum(const raft_core *c) { return c->conf.n_voters / 2 + 1; }
+static size_t quorum(const raft_core *c)
+{
+	return c->conf.n_voters / 2 + 1;
+}
 
 /* Rebuilds the progress table for c->conf, keeping what is known about
  * members that stay. */
@@ -426,7 +450,10 @@ static void read_respond(raft_core *c, uint64_t from, uint64_t index, const uint
 	send(c, &m);
 }
 
-static bool committed_in_term(const raft_core *c) { return term_at(c, c->commit) == c->term; }
+static bool committed_in_term(const raft_core *c)
+{
+	return term_at(c, c->commit) == c->term;
+}
 
 static void bcast_heartbeat(raft_core *c);
 
@@ -478,7 +505,8 @@ static void reads_start_parked(raft_core *c)
 	if (any) {
 		if (c->conf.n_voters == 1 && is_voter(c, c->id)) {
 			for (size_t i = 0; i < c->n_reads_q; i++)
-				read_respond(c, c->reads_q[i].from, c->reads_q[i].index, c->reads_q[i].ctx, c->reads_q[i].len);
+				read_respond(c, c->reads_q[i].from, c->reads_q[i].index, c->reads_q[i].ctx,
+				             c->reads_q[i].len);
 			reads_q_clear(c);
 			return;
 		}
@@ -511,8 +539,14 @@ static void reads_check(raft_core *c)
 
 /* ---------------------------------------------------------- replication */
 
-static size_t max_ents(const raft_core *c) { return c->cfg.max_entries_per_msg ? c->cfg.max_entries_per_msg : 1024; }
-static size_t max_bytes(const raft_core *c) { return c->cfg.max_bytes_per_msg ? c->cfg.max_bytes_per_msg : (1u << 20); }
+static size_t max_ents(const raft_core *c)
+{
+	return c->cfg.max_entries_per_msg ? c->cfg.max_entries_per_msg : 1024;
+}
+static size_t max_bytes(const raft_core *c)
+{
+	return c->cfg.max_bytes_per_msg ? c->cfg.max_bytes_per_msg : (1u << 20);
+}
 
 static void send_snapshot(raft_core *c, progress *p)
 {
@@ -553,7 +587,8 @@ static bool send_append(raft_core *c, progress *p, bool send_if_empty)
 	}
 	if (n == 0 && !send_if_empty)
 		return false;
-	raft_msg m = {.type = RAFT_MSG_APP, .to = p->id, .index = prev, .log_term = term_at(c, prev), .commit = c->commit};
+	raft_msg m = {
+	    .type = RAFT_MSG_APP, .to = p->id, .index = prev, .log_term = term_at(c, prev), .commit = c->commit};
 	if (n) {
 		if (!(m.entries = ms_calloc(n, sizeof *m.entries))) {
 			c->oom = true;
@@ -714,7 +749,10 @@ static void become_leader(raft_core *c)
 	bcast_append(c);
 }
 
-static bool promotable(const raft_core *c) { return is_voter(c, c->id); }
+static bool promotable(const raft_core *c)
+{
+	return is_voter(c, c->id);
+}
 
 static void count_self_vote_and_send(raft_core *c, bool pre, bool transfer)
 {
@@ -1180,8 +1218,10 @@ int raft_core_step(raft_core *c, const raft_msg *m)
 	bool is_vote = m->type == RAFT_MSG_VOTE || m->type == RAFT_MSG_PRE_VOTE;
 	if (m->term > c->term) {
 		if (is_vote) {
-			bool force = m->context_len == TRANSFER_CTX_LEN && memcmp(m->context, TRANSFER_CTX, TRANSFER_CTX_LEN) == 0;
-			bool in_lease = c->cfg.check_quorum && c->leader != RAFT_NONE && c->election_elapsed < c->cfg.election_tick;
+			bool force = m->context_len == TRANSFER_CTX_LEN &&
+			             memcmp(m->context, TRANSFER_CTX, TRANSFER_CTX_LEN) == 0;
+			bool in_lease =
+			    c->cfg.check_quorum && c->leader != RAFT_NONE && c->election_elapsed < c->cfg.election_tick;
 			/* thesis §4.2.3: with a live leader, disruptive candidates are ignored */
 			if (!force && in_lease)
 				return 0;
@@ -1197,7 +1237,8 @@ int raft_core_step(raft_core *c, const raft_msg *m)
 			become_follower(c, m->term, RAFT_NONE);
 		}
 	} else if (m->term < c->term) {
-		if ((c->cfg.check_quorum || c->cfg.pre_vote) && (m->type == RAFT_MSG_APP || m->type == RAFT_MSG_HEARTBEAT)) {
+		if ((c->cfg.check_quorum || c->cfg.pre_vote) &&
+		    (m->type == RAFT_MSG_APP || m->type == RAFT_MSG_HEARTBEAT)) {
 			/* a stale leader cut off by pre-vote would never learn of our
 			 * term otherwise; this answer makes it step down */
 			send_simple(c, RAFT_MSG_APP_RESP, m->from, 0);
@@ -1213,10 +1254,16 @@ int raft_core_step(raft_core *c, const raft_msg *m)
 		return c->oom ? MS_ENOMEM : 0;
 	}
 	switch (c->role) {
-	case RAFT_LEADER: step_leader(c, m); break;
+	case RAFT_LEADER:
+		step_leader(c, m);
+		break;
 	case RAFT_CANDIDATE:
-	case RAFT_PRE_CANDIDATE: step_candidate(c, m); break;
-	case RAFT_FOLLOWER: step_follower(c, m); break;
+	case RAFT_PRE_CANDIDATE:
+		step_candidate(c, m);
+		break;
+	case RAFT_FOLLOWER:
+		step_follower(c, m);
+		break;
 	}
 	return c->oom ? MS_ENOMEM : 0;
 }
@@ -1275,7 +1322,8 @@ int raft_core_propose(raft_core *c, const uint8_t *data, size_t len, uint64_t *i
 		return MS_ENOT_LEADER;
 	if (c->transferee != RAFT_NONE)
 		return MS_EAGAIN;
-	raft_entry e = {.term = c->term, .index = last_index(c) + 1, .type = RAFT_ENTRY_NORMAL, .data = data, .len = len};
+	raft_entry e = {
+	    .term = c->term, .index = last_index(c) + 1, .type = RAFT_ENTRY_NORMAL, .data = data, .len = len};
 	int rc = log_append(c, &e);
 	if (rc)
 		return rc;
@@ -1321,7 +1369,8 @@ int raft_core_propose_conf_change(raft_core *c, const raft_conf_change *cc, uint
 	uint8_t *buf = raft_conf_change_encode(cc, &len);
 	if (!buf)
 		return MS_ENOMEM;
-	raft_entry e = {.term = c->term, .index = last_index(c) + 1, .type = RAFT_ENTRY_CONF_CHANGE, .data = buf, .len = len};
+	raft_entry e = {
+	    .term = c->term, .index = last_index(c) + 1, .type = RAFT_ENTRY_CONF_CHANGE, .data = buf, .len = len};
 	int rc = log_append(c, &e);
 	ms_free(buf);
 	if (rc)
@@ -1453,7 +1502,10 @@ void raft_core_report_unreachable(raft_core *c, uint64_t to)
 
 /* ------------------------------------------------------------- ready */
 
-static raft_hard_state hard_state(const raft_core *c) { return (raft_hard_state){c->term, c->vote, c->commit}; }
+static raft_hard_state hard_state(const raft_core *c)
+{
+	return (raft_hard_state){c->term, c->vote, c->commit};
+}
 
 static uint64_t apply_limit(const raft_core *c)
 {
@@ -1582,7 +1634,8 @@ static int bootstrap(raft_core *c, const raft_conf_state *cs)
 			rc = MS_ENOMEM;
 			break;
 		}
-		raft_entry e = {.term = 1, .index = last_index(c) + 1, .type = RAFT_ENTRY_CONF_CHANGE, .data = buf, .len = len};
+		raft_entry e = {
+		    .term = 1, .index = last_index(c) + 1, .type = RAFT_ENTRY_CONF_CHANGE, .data = buf, .len = len};
 		rc = log_append(c, &e);
 		ms_free(buf);
 	}
@@ -1603,18 +1656,20 @@ int raft_core_new(const raft_config *cfg, const raft_restore *rs, raft_core **ou
 	    cfg->heartbeat_tick >= cfg->election_tick || !cfg->rand)
 		return ms_err_set(err, MS_EINVAL, "raft: bad config (id, election_tick > heartbeat_tick > 0, rand)");
 	for (size_t i = 0; i < rs->n_entries; i++)
-		if (rs->entries[i].index != rs->snap.index + 1 + i || rs->entries[i].term < (i ? rs->entries[i - 1].term : rs->snap.term) ||
+		if (rs->entries[i].index != rs->snap.index + 1 + i ||
+		    rs->entries[i].term < (i ? rs->entries[i - 1].term : rs->snap.term) ||
 		    (rs->entries[i].len && !rs->entries[i].data))
-			return ms_err_set(err, MS_EINVAL, "raft: restored log not consecutive after snapshot %llu at entry %zu",
-					  (unsigned long long)rs->snap.index, i);
+			return ms_err_set(err, MS_EINVAL,
+			                  "raft: restored log not consecutive after snapshot %llu at entry %zu",
+			                  (unsigned long long)rs->snap.index, i);
 	uint64_t last = rs->snap.index + rs->n_entries;
 	uint64_t commit = MS_MAX(rs->hs.commit, MS_MAX(rs->applied, rs->snap.index));
 	if (commit > last)
-		return ms_err_set(err, MS_EINVAL, "raft: commit %llu beyond last log index %llu", (unsigned long long)commit,
-				  (unsigned long long)last);
+		return ms_err_set(err, MS_EINVAL, "raft: commit %llu beyond last log index %llu",
+		                  (unsigned long long)commit, (unsigned long long)last);
 	if (rs->hs.term < (last ? (rs->n_entries ? rs->entries[rs->n_entries - 1].term : rs->snap.term) : 0))
 		return ms_err_set(err, MS_EINVAL, "raft: hard state term %llu below the log's last term",
-				  (unsigned long long)rs->hs.term);
+		                  (unsigned long long)rs->hs.term);
 	raft_core *c = ms_calloc(1, sizeof *c);
 	if (!c)
 		return ms_err_set(err, MS_ENOMEM, "raft: out of memory");
@@ -1686,16 +1741,46 @@ void raft_core_del(raft_core *c)
 
 /* ------------------------------------------------------------ getters */
 
-uint64_t raft_core_id(const raft_core *c) { return c->id; }
-uint64_t raft_core_leader(const raft_core *c) { return c->leader; }
-raft_role raft_core_role(const raft_core *c) { return c->role; }
-uint64_t raft_core_term(const raft_core *c) { return c->term; }
-uint64_t raft_core_commit(const raft_core *c) { return c->commit; }
-uint64_t raft_core_applied_index(const raft_core *c) { return c->applied; }
-uint64_t raft_core_first_index(const raft_core *c) { return c->snap_index + 1; }
-uint64_t raft_core_last_index(const raft_core *c) { return last_index(c); }
-uint64_t raft_core_term_at(const raft_core *c, uint64_t index) { return term_at(c, index); }
-const raft_conf_state *raft_core_conf_state(const raft_core *c) { return &c->conf; }
+uint64_t raft_core_id(const raft_core *c)
+{
+	return c->id;
+}
+uint64_t raft_core_leader(const raft_core *c)
+{
+	return c->leader;
+}
+raft_role raft_core_role(const raft_core *c)
+{
+	return c->role;
+}
+uint64_t raft_core_term(const raft_core *c)
+{
+	return c->term;
+}
+uint64_t raft_core_commit(const raft_core *c)
+{
+	return c->commit;
+}
+uint64_t raft_core_applied_index(const raft_core *c)
+{
+	return c->applied;
+}
+uint64_t raft_core_first_index(const raft_core *c)
+{
+	return c->snap_index + 1;
+}
+uint64_t raft_core_last_index(const raft_core *c)
+{
+	return last_index(c);
+}
+uint64_t raft_core_term_at(const raft_core *c, uint64_t index)
+{
+	return term_at(c, index);
+}
+const raft_conf_state *raft_core_conf_state(const raft_core *c)
+{
+	return &c->conf;
+}
 
 bool raft_core_peer_match(const raft_core *c, uint64_t peer, uint64_t *match)
 {

@@ -112,18 +112,30 @@ int raft_conf_state_copy(raft_conf_state *dst, const raft_conf_state *src)
 const char *raft_msg_type_name(raft_msg_type t)
 {
 	switch (t) {
-	case RAFT_MSG_APP: return "MsgApp";
-	case RAFT_MSG_APP_RESP: return "MsgAppResp";
-	case RAFT_MSG_VOTE: return "MsgVote";
-	case RAFT_MSG_VOTE_RESP: return "MsgVoteResp";
-	case RAFT_MSG_PRE_VOTE: return "MsgPreVote";
-	case RAFT_MSG_PRE_VOTE_RESP: return "MsgPreVoteResp";
-	case RAFT_MSG_HEARTBEAT: return "MsgHeartbeat";
-	case RAFT_MSG_HEARTBEAT_RESP: return "MsgHeartbeatResp";
-	case RAFT_MSG_SNAP: return "MsgSnap";
-	case RAFT_MSG_TIMEOUT_NOW: return "MsgTimeoutNow";
-	case RAFT_MSG_READ_INDEX: return "MsgReadIndex";
-	case RAFT_MSG_READ_INDEX_RESP: return "MsgReadIndexResp";
+	case RAFT_MSG_APP:
+		return "MsgApp";
+	case RAFT_MSG_APP_RESP:
+		return "MsgAppResp";
+	case RAFT_MSG_VOTE:
+		return "MsgVote";
+	case RAFT_MSG_VOTE_RESP:
+		return "MsgVoteResp";
+	case RAFT_MSG_PRE_VOTE:
+		return "MsgPreVote";
+	case RAFT_MSG_PRE_VOTE_RESP:
+		return "MsgPreVoteResp";
+	case RAFT_MSG_HEARTBEAT:
+		return "MsgHeartbeat";
+	case RAFT_MSG_HEARTBEAT_RESP:
+		return "MsgHeartbeatResp";
+	case RAFT_MSG_SNAP:
+		return "MsgSnap";
+	case RAFT_MSG_TIMEOUT_NOW:
+		return "MsgTimeoutNow";
+	case RAFT_MSG_READ_INDEX:
+		return "MsgReadIndex";
+	case RAFT_MSG_READ_INDEX_RESP:
+		return "MsgReadIndexResp";
 	}
 	return "MsgUnknown";
 }
@@ -131,10 +143,14 @@ const char *raft_msg_type_name(raft_msg_type t)
 const char *raft_role_name(raft_role r)
 {
 	switch (r) {
-	case RAFT_FOLLOWER: return "follower";
-	case RAFT_PRE_CANDIDATE: return "pre-candidate";
-	case RAFT_CANDIDATE: return "candidate";
-	case RAFT_LEADER: return "leader";
+	case RAFT_FOLLOWER:
+		return "follower";
+	case RAFT_PRE_CANDIDATE:
+		return "pre-candidate";
+	case RAFT_CANDIDATE:
+		return "candidate";
+	case RAFT_LEADER:
+		return "leader";
 	}
 	return "unknown";
 }

@@ -126,8 +126,8 @@ void raft_log_store_close(raft_log_store *s)
 	ms_free(s);
 }
 
-int raft_log_store_load(raft_log_store *s, raft_log_hs *hs, uint64_t *snap_index, uint64_t *snap_term,
-			uint8_t **conf, size_t *conf_len, raft_log_entry_fn fn, void *arg, ms_err *err)
+int raft_log_store_load(raft_log_store *s, raft_log_hs *hs, uint64_t *snap_index, uint64_t *snap_term, uint8_t **conf,
+                        size_t *conf_len, raft_log_entry_fn fn, void *arg, ms_err *err)
 {
 	char *rerr = NULL;
 	size_t vlen;
@@ -181,15 +181,15 @@ int raft_log_store_load(raft_log_store *s, raft_log_hs *hs, uint64_t *snap_index
 		const uint8_t *e = (const uint8_t *)rocksdb_iter_value(it, &elen);
 		if (index != want) {
 			rc = ms_err_set(err, MS_ECORRUPT, "raft log: entry %llu found where %llu was expected",
-					(unsigned long long)index, (unsigned long long)want);
+			                (unsigned long long)index, (unsigned long long)want);
 			break;
 		}
 		if (elen < 9) {
 			rc = ms_err_set(err, MS_ECORRUPT, "raft log: entry %llu is truncated (%zu bytes)",
-					(unsigned long long)index, elen);
+			                (unsigned long long)index, elen);
 			break;
 		}
-		raft_log_rec rec = { index, ms_get_u64le(e), e[8], e + 9, elen - 9 };
+		raft_log_rec rec = {index, ms_get_u64le(e), e[8], e + 9, elen - 9};
 		if ((rc = fn(arg, &rec)) != 0)
 			break;
 		want++;
@@ -274,8 +274,8 @@ out:
 	return rc;
 }
 
-int raft_log_store_compact(raft_log_store *s, uint64_t index, uint64_t term, const uint8_t *conf,
-			   size_t conf_len, ms_err *err)
+int raft_log_store_compact(raft_log_store *s, uint64_t index, uint64_t term, const uint8_t *conf, size_t conf_len,
+                           ms_err *err)
 {
 	uint8_t *v = ms_malloc(16 + conf_len);
 	if (!v)

@@ -38,23 +38,23 @@ void raft_log_store_close(raft_log_store *s);
  * entry after the snapshot in index order through fn. A gap in the indexes
  * is corruption. */
 typedef int (*raft_log_entry_fn)(void *arg, const raft_log_rec *rec);
-int raft_log_store_load(raft_log_store *s, raft_log_hs *hs, uint64_t *snap_index, uint64_t *snap_term,
-			uint8_t **conf, size_t *conf_len, raft_log_entry_fn fn, void *arg, ms_err *err);
+int raft_log_store_load(raft_log_store *s, raft_log_hs *hs, uint64_t *snap_index, uint64_t *snap_term, uint8_t **conf,
+                        size_t *conf_len, raft_log_entry_fn fn, void *arg, ms_err *err);
 
 /* One write, synchronous unless all it changes is the commit index:
  * optionally the hard state; optionally delete every
  * entry with index >= truncate_from (a follower's conflicting suffix; 0 =
  * none); then append the entries. When this returns 0 it is on disk. */
 typedef struct raft_log_write {
-	const raft_log_hs *hs;        /* NULL = unchanged */
-	uint64_t truncate_from;       /* 0 = none */
+	const raft_log_hs *hs;  /* NULL = unchanged */
+	uint64_t truncate_from; /* 0 = none */
 	const raft_log_rec *ents;
 	size_t nents;
 } raft_log_write;
 int raft_log_store_write(raft_log_store *s, const raft_log_write *w, size_t nw, ms_err *err);
 
 /* Records snapshot metadata and drops entries <= index (log compaction). */
-int raft_log_store_compact(raft_log_store *s, uint64_t index, uint64_t term, const uint8_t *conf,
-			   size_t conf_len, ms_err *err);
+int raft_log_store_compact(raft_log_store *s, uint64_t index, uint64_t term, const uint8_t *conf, size_t conf_len,
+                           ms_err *err);
 
 #endif

@@ -25,17 +25,17 @@ typedef struct log_job {
 	raft_log_rec *ents;
 	size_t nents;
 	uint64_t persisted_index, persisted_term; /* 0 = nothing to report */
-	raft_msg *after;                           /* messages to send once durable (deep copies) */
+	raft_msg *after;                          /* messages to send once durable (deep copies) */
 	size_t nafter;
-	uint64_t compact_index, compact_term;      /* log compaction to run after the write (0 = none) */
+	uint64_t compact_index, compact_term; /* log compaction to run after the write (0 = none) */
 	uint8_t *compact_conf;
 	size_t compact_conf_len;
-	int rc;                                    /* result of the write */
+	int rc; /* result of the write */
 } log_job;
 
 /* Committed entries for the apply thread (entries and data in one block). */
 typedef struct apply_job {
-	char *install_dir; /* a snapshot to install instead of entries */
+	char *install_dir;      /* a snapshot to install instead of entries */
 	uint64_t install_index; /* its raft index */
 	size_t n;
 	raft_node_entry ents[];
@@ -64,8 +64,8 @@ struct raft_node {
 	int tick_ms;
 	uint64_t rng;
 
-	ms_queue *log_q, *log_done_q;     /* loop -> writer, writer -> loop */
-	ms_queue *apply_q, *applied_q;    /* loop -> apply, apply -> loop */
+	ms_queue *log_q, *log_done_q;  /* loop -> writer, writer -> loop */
+	ms_queue *apply_q, *applied_q; /* loop -> apply, apply -> loop */
 	struct event *tick_ev, *log_done_ev, *applied_ev;
 	pthread_t writer, applier;
 	bool threads_started;
@@ -73,14 +73,17 @@ struct raft_node {
 	bool driving;
 	char *snap_dir;
 	uint64_t snap_seq;
-	struct snap_out { uint64_t to; char *dir; } *snap_out; /* checkpoints being streamed */
+	struct snap_out {
+		uint64_t to;
+		char *dir;
+	} * snap_out; /* checkpoints being streamed */
 	size_t nsnap_out;
 	uint64_t *snap_failed; /* reports deferred until after advance */
 	size_t nsnap_failed;
-	char *incoming_dir;      /* a received snapshot stepped into the core */
+	char *incoming_dir; /* a received snapshot stepped into the core */
 	uint64_t incoming_index;
 	uint64_t snapshot_count;
-	uint64_t last_sync;      /* apply thread: index of the last state machine sync */
+	uint64_t last_sync; /* apply thread: index of the last state machine sync */
 	uint64_t leader, term;
 	_Atomic uint64_t applied;
 };
@@ -117,7 +120,7 @@ static int load_entry(void *arg, const raft_log_rec *rec)
 	uint8_t *data = rec->len ? ms_memdup(rec->data, rec->len) : NULL;
 	if (rec->len && !data)
 		return MS_ENOMEM;
-	lc->ents[lc->n++] = (raft_entry){ rec->term, rec->index, (raft_entry_type)rec->type, data, rec->len };
+	lc->ents[lc->n++] = (raft_entry){rec->term, rec->index, (raft_entry_type)rec->type, data, rec->len};
 	return 0;
 }
 
@@ -149,9 +152,10 @@ static void *writer_main(void *arg)
 			}
 			if (nb) {
 				for (size_t i = 0; i < nb; i++)
-					w[i] = (raft_log_write){ batch[i]->has_hs ? &batch[i]->hs : NULL,
-								 batch[i]->truncate_from, batch[i]->ents, batch[i]->nents };
-				ms_err err = { 0 };
+					w[i] =
+					    (raft_log_write){batch[i]->has_hs ? &batch[i]->hs : NULL,
+					                     batch[i]->truncate_from, batch[i]->ents, batch[i]->nents};
+				ms_err err = {0};
 				/* group commit: one synchronous write for everything queued */
 				int rc = raft_log_store_write(n->log, w, nb, &err);
 				if (rc)
@@ -159,13 +163,14 @@ static void *writer_main(void *arg)
 				for (size_t i = 0; i < nb && rc == 0; i++) {
 					if (!batch[i]->compact_index)
 						continue;
-					rc = raft_log_store_compact(n->log, batch[i]->compact_index, batch[i]->compact_term,
-								    batch[i]->compact_conf, batch[i]->compact_conf_len, &err);
+					rc = raft_log_store_compact(n->log, batch[i]->compact_index,
+					                            batch[i]->compact_term, batch[i]->compact_conf,
+					                            batch[i]->compact_conf_len, &err);
 					if (rc)
 						MS_ERROR("raft", "failed to compact the raft log: %s", err.msg);
 					else
 						MS_INFO("raft", "compacted raft log at %llu",
-							(unsigned long long)batch[i]->compact_index);
+						        (unsigned long long)batch[i]->compact_index);
 				}
 				for (size_t i = 0; i < nb; i++) {
 					batch[i]->rc = rc;
@@ -208,8 +213,7 @@ static void post_applied(raft_node *n, uint64_t last, int rc, bool force_sync)
 	MS_ASSERT(note != NULL);
 	note->index = last;
 	note->synced = false;
-	if (rc == 0 && n->cb.sync &&
-	    (force_sync || (n->snapshot_count && last - n->last_sync >= n->snapshot_count))) {
+	if (rc == 0 && n->cb.sync && (force_sync || (n->snapshot_count && last - n->last_sync >= n->snapshot_count))) {
 		rc = n->cb.sync(n->ud);
 		if (rc == 0) {
 			n->last_sync = last;
@@ -245,7 +249,8 @@ static void *applier_main(void *arg)
 				int rc = n->cb.install(n->ud, j->install_dir, &ci);
 				if (rc == 0)
 					MS_INFO("raft", "%llx installed a snapshot at %llu (store at %llu)",
-						(unsigned long long)n->id, (unsigned long long)idx, (unsigned long long)ci);
+					        (unsigned long long)n->id, (unsigned long long)idx,
+					        (unsigned long long)ci);
 				ms_free(j->install_dir);
 				ms_free(j);
 				if (rc == 0)
@@ -311,7 +316,7 @@ static void send_snapshot(raft_node *n, const raft_msg *m)
 {
 	char dir[4096];
 	snprintf(dir, sizeof dir, "%s/out-%llx-%llu", n->snap_dir, (unsigned long long)m->to,
-		 (unsigned long long)++n->snap_seq);
+	         (unsigned long long)++n->snap_seq);
 	remove_tree(dir);
 	int rc = n->cb.make_snapshot ? n->cb.make_snapshot(n->ud, dir) : MS_EUNSUPPORTED;
 	if (rc == 0)
@@ -323,11 +328,11 @@ static void send_snapshot(raft_node *n, const raft_msg *m)
 		so[n->nsnap_out].to = m->to;
 		so[n->nsnap_out++].dir = ms_strdup(dir);
 		MS_INFO("raft", "%llx: sending a snapshot at %llu to %llx", (unsigned long long)n->id,
-			(unsigned long long)m->snapshot.index, (unsigned long long)m->to);
+		        (unsigned long long)m->snapshot.index, (unsigned long long)m->to);
 		return;
 	}
 	MS_WARN("raft", "%llx: cannot send a snapshot to %llx (%s)", (unsigned long long)n->id,
-		(unsigned long long)m->to, ms_strerror(rc));
+	        (unsigned long long)m->to, ms_strerror(rc));
 	remove_tree(dir);
 	uint64_t *f = ms_realloc(n->snap_failed, (n->nsnap_failed + 1) * sizeof *f);
 	MS_ASSERT(f != NULL);
@@ -358,7 +363,7 @@ static raft_msg *copy_msgs(const raft_msg *msgs, size_t count)
 		c[i] = msgs[i];
 		c[i].entries = NULL;
 		c[i].n_entries = 0;
-		c[i].snapshot.conf_state = (raft_conf_state){ 0 };
+		c[i].snapshot.conf_state = (raft_conf_state){0};
 		if (msgs[i].context_len) {
 			c[i].context = ms_memdup(msgs[i].context, msgs[i].context_len);
 			MS_ASSERT(c[i].context != NULL);
@@ -406,14 +411,14 @@ static log_job *make_log_job(const raft_ready *rd)
 		const raft_entry *e = &rd->entries[i];
 		if (e->len)
 			memcpy(data, e->data, e->len);
-		j->ents[i] = (raft_log_rec){ e->index, e->term, (uint8_t)e->type, data, e->len };
+		j->ents[i] = (raft_log_rec){e->index, e->term, (uint8_t)e->type, data, e->len};
 		data += e->len;
 	}
 	j->nents = rd->n_entries;
 	j->truncate_from = rd->truncate_from;
 	if (rd->hs_changed) {
 		j->has_hs = true;
-		j->hs = (raft_log_hs){ rd->hs.term, rd->hs.vote, rd->hs.commit };
+		j->hs = (raft_log_hs){rd->hs.term, rd->hs.vote, rd->hs.commit};
 	}
 	if (rd->n_entries) {
 		j->persisted_index = rd->entries[rd->n_entries - 1].index;
@@ -434,7 +439,7 @@ static apply_job *make_apply_job(const raft_ready *rd)
 		const raft_entry *e = &rd->committed[i];
 		if (e->len)
 			memcpy(data, e->data, e->len);
-		j->ents[i] = (raft_node_entry){ e->index, e->term, (raft_node_entry_type)e->type, data, e->len };
+		j->ents[i] = (raft_node_entry){e->index, e->term, (raft_node_entry_type)e->type, data, e->len};
 		data += e->len;
 	}
 	j->n = rd->n_committed;
@@ -467,7 +472,8 @@ static void drive(raft_node *n)
 			snapjob->truncate_from = rd.snapshot->index + 1;
 			snapjob->compact_index = rd.snapshot->index;
 			snapjob->compact_term = rd.snapshot->term;
-			snapjob->compact_conf = raft_conf_state_encode(&rd.snapshot->conf_state, &snapjob->compact_conf_len);
+			snapjob->compact_conf =
+			    raft_conf_state_encode(&rd.snapshot->conf_state, &snapjob->compact_conf_len);
 			MS_ASSERT(snapjob->compact_conf != NULL);
 			snapjob->persisted_index = rd.snapshot->index;
 			snapjob->persisted_term = rd.snapshot->term;
@@ -509,13 +515,15 @@ static void drive(raft_node *n)
 			n->term = raft_core_term(n->core);
 			if (n->leader != old && n->leader == n->id)
 				MS_NOTICE("raft", "%llx became leader at term %llu", (unsigned long long)n->id,
-					  (unsigned long long)n->term);
+				          (unsigned long long)n->term);
 			if (n->leader != old && n->leader)
-				MS_INFO("raft", "raft.node: %llx elected leader %llx at term %llu", (unsigned long long)n->id,
-					(unsigned long long)n->leader, (unsigned long long)n->term);
+				MS_INFO("raft", "raft.node: %llx elected leader %llx at term %llu",
+				        (unsigned long long)n->id, (unsigned long long)n->leader,
+				        (unsigned long long)n->term);
 			else if (n->leader != old)
-				MS_INFO("raft", "raft.node: %llx lost leader %llx at term %llu", (unsigned long long)n->id,
-					(unsigned long long)old, (unsigned long long)n->term);
+				MS_INFO("raft", "raft.node: %llx lost leader %llx at term %llu",
+				        (unsigned long long)n->id, (unsigned long long)old,
+				        (unsigned long long)n->term);
 			if (n->cb.on_leader)
 				n->cb.on_leader(n->ud, n->leader, n->term);
 		}
@@ -598,8 +606,8 @@ static void on_applied(evutil_socket_t fd, short what, void *arg)
 	uint64_t last = 0, synced = 0;
 	while ((a = ms_queue_pop(n->applied_q))) {
 		if (a->rc) {
-			MS_ERROR("etcdserver", "applying entry %llu failed (%s); stopping", (unsigned long long)a->index,
-				 ms_strerror(a->rc));
+			MS_ERROR("etcdserver", "applying entry %llu failed (%s); stopping",
+			         (unsigned long long)a->index, ms_strerror(a->rc));
 			abort();
 		}
 		last = a->index;
@@ -654,7 +662,7 @@ static void tr_on_forward(void *ud, uint64_t from, const uint8_t *data, size_t l
 		drive(n);
 	else
 		MS_DEBUG("raft", "%llx: dropped a proposal forwarded by %llx (%s)", (unsigned long long)n->id,
-			 (unsigned long long)from, ms_strerror(rc));
+		         (unsigned long long)from, ms_strerror(rc));
 }
 
 static int send_tagged(raft_node *n, uint64_t to, uint8_t tag, const uint8_t *data, size_t len);
@@ -719,7 +727,7 @@ static void tr_on_snapshot_sent(void *ud, uint64_t peer, bool ok)
 		break;
 	}
 	MS_INFO("raft", "%llx: snapshot to %llx %s", (unsigned long long)n->id, (unsigned long long)peer,
-		ok ? "delivered" : "failed");
+	        ok ? "delivered" : "failed");
 	raft_core_report_snapshot(n->core, peer, ok);
 	drive(n);
 }
@@ -731,7 +739,7 @@ static void tr_on_snapshot(void *ud, const raft_msg *m, const char *dir)
 	raft_node *n = ud;
 	if (!n->cb.install) {
 		MS_WARN("raft", "%llx: dropping a snapshot from %llx: this member cannot install snapshots",
-			(unsigned long long)n->id, (unsigned long long)m->from);
+		        (unsigned long long)n->id, (unsigned long long)m->from);
 		remove_tree(dir);
 		return;
 	}
@@ -742,7 +750,7 @@ static void tr_on_snapshot(void *ud, const raft_msg *m, const char *dir)
 	n->incoming_dir = ms_strdup(dir);
 	n->incoming_index = m->snapshot.index;
 	MS_INFO("raft", "%llx: received a snapshot at %llu from %llx", (unsigned long long)n->id,
-		(unsigned long long)m->snapshot.index, (unsigned long long)m->from);
+	        (unsigned long long)m->snapshot.index, (unsigned long long)m->from);
 	raft_core_step(n->core, m);
 	drive(n);
 	if (n->incoming_dir) {
@@ -776,7 +784,7 @@ int raft_node_new(const raft_node_config *cfg, raft_node **out, ms_err *err)
 		goto fail;
 	if (cfg->create) {
 		/* bootstrap: the initial membership is the snapshot at index 0 */
-		raft_conf_state cs = { (uint64_t *)cfg->voters, cfg->nvoters, NULL, 0 };
+		raft_conf_state cs = {(uint64_t *)cfg->voters, cfg->nvoters, NULL, 0};
 		size_t len;
 		uint8_t *conf = raft_conf_state_encode(&cs, &len);
 		if (!conf) {
@@ -793,17 +801,17 @@ int raft_node_new(const raft_node_config *cfg, raft_node **out, ms_err *err)
 	uint64_t snap_index, snap_term;
 	uint8_t *conf = NULL;
 	size_t conf_len;
-	load_ctx lc = { 0 };
+	load_ctx lc = {0};
 	rc = raft_log_store_load(n->log, &hs, &snap_index, &snap_term, &conf, &conf_len, load_entry, &lc, err);
 	if (rc) {
 		load_free(&lc);
 		goto fail;
 	}
-	raft_restore rs = { .hs = { hs.term, hs.vote, hs.commit },
-			    .snap = { snap_index, snap_term, { 0 } },
-			    .entries = lc.ents,
-			    .n_entries = lc.n,
-			    .applied = cfg->applied };
+	raft_restore rs = {.hs = {hs.term, hs.vote, hs.commit},
+	                   .snap = {snap_index, snap_term, {0}},
+	                   .entries = lc.ents,
+	                   .n_entries = lc.n,
+	                   .applied = cfg->applied};
 	if (conf && (rc = raft_conf_state_decode(conf, conf_len, &rs.snap.conf_state))) {
 		ms_free(conf);
 		load_free(&lc);
@@ -813,13 +821,13 @@ int raft_node_new(const raft_node_config *cfg, raft_node **out, ms_err *err)
 	ms_free(conf);
 	if (rs.applied < snap_index)
 		rs.applied = snap_index;
-	raft_config rcfg = { .id = n->id,
-			     .election_tick = cfg->election_ticks > 0 ? cfg->election_ticks : 10,
-			     .heartbeat_tick = 1,
-			     .pre_vote = true,
-			     .check_quorum = true,
-			     .rand = node_rand,
-			     .rand_ud = n };
+	raft_config rcfg = {.id = n->id,
+	                    .election_tick = cfg->election_ticks > 0 ? cfg->election_ticks : 10,
+	                    .heartbeat_tick = 1,
+	                    .pre_vote = true,
+	                    .check_quorum = true,
+	                    .rand = node_rand,
+	                    .rand_ud = n};
 	rc = raft_core_new(&rcfg, &rs, &n->core, err);
 	raft_conf_state_free(&rs.snap.conf_state);
 	load_free(&lc);
@@ -833,20 +841,22 @@ int raft_node_new(const raft_node_config *cfg, raft_node **out, ms_err *err)
 		goto fail;
 	}
 	if (cfg->nlisten_urls || cfg->npeers) {
-		raft_transport_cb tcb = { .on_msg = tr_on_msg,
-					  .on_forward = tr_on_forward,
-					  .on_unreachable = tr_on_unreachable,
-					  .on_snapshot_sent = tr_on_snapshot_sent,
-					  .on_snapshot = tr_on_snapshot,
-					  .on_join = tr_on_join };
+		raft_transport_cb tcb = {.on_msg = tr_on_msg,
+		                         .on_forward = tr_on_forward,
+		                         .on_unreachable = tr_on_unreachable,
+		                         .on_snapshot_sent = tr_on_snapshot_sent,
+		                         .on_snapshot = tr_on_snapshot,
+		                         .on_join = tr_on_join};
 		if ((rc = raft_transport_new(n->base, cfg->cluster_id, n->id, cfg->snap_dir, &tcb, n, &n->tr, err)))
 			goto fail;
 		for (size_t i = 0; i < cfg->nlisten_urls; i++)
 			if ((rc = raft_transport_listen(n->tr, cfg->listen_urls[i], err)))
 				goto fail;
 		for (size_t i = 0; i < cfg->npeers; i++)
-			if ((rc = raft_transport_set_peer(n->tr, cfg->peers[i].id, cfg->peers[i].urls, cfg->peers[i].nurls))) {
-				ms_err_set(err, rc, "bad peer URL for member %llx", (unsigned long long)cfg->peers[i].id);
+			if ((rc = raft_transport_set_peer(n->tr, cfg->peers[i].id, cfg->peers[i].urls,
+			                                  cfg->peers[i].nurls))) {
+				ms_err_set(err, rc, "bad peer URL for member %llx",
+				           (unsigned long long)cfg->peers[i].id);
 				goto fail;
 			}
 	}
@@ -874,7 +884,7 @@ int raft_node_start(raft_node *n, ms_err *err)
 	n->tick_ev = event_new(n->base, -1, EV_PERSIST, on_tick, n);
 	if (!n->log_done_ev || !n->applied_ev || !n->tick_ev)
 		return ms_err_set(err, MS_ENOMEM, "out of memory");
-	struct timeval tv = { n->tick_ms / 1000, (n->tick_ms % 1000) * 1000 };
+	struct timeval tv = {n->tick_ms / 1000, (n->tick_ms % 1000) * 1000};
 	event_add(n->log_done_ev, NULL);
 	event_add(n->applied_ev, NULL);
 	event_add(n->tick_ev, &tv);
@@ -922,7 +932,7 @@ void raft_node_free(raft_node *n)
 	if (n->applied_ev)
 		event_free(n->applied_ev);
 	void *p;
-	ms_queue *qs[] = { n->log_q, n->log_done_q, n->apply_q, n->applied_q };
+	ms_queue *qs[] = {n->log_q, n->log_done_q, n->apply_q, n->applied_q};
 	for (size_t i = 0; i < MS_ARRAY_LEN(qs); i++) {
 		if (!qs[i])
 			continue;
@@ -957,9 +967,9 @@ int raft_node_propose(raft_node *n, const uint8_t *data, size_t len)
 }
 
 int raft_node_propose_conf_change(raft_node *n, raft_node_cc_type type, uint64_t node_id, const uint8_t *ctx,
-				  size_t len)
+                                  size_t len)
 {
-	raft_conf_change cc = { (raft_conf_change_type)type, node_id, ctx, len };
+	raft_conf_change cc = {(raft_conf_change_type)type, node_id, ctx, len};
 	int rc = raft_core_propose_conf_change(n->core, &cc, NULL, NULL);
 	if (rc == MS_ENOT_LEADER) {
 		size_t elen;
@@ -1015,13 +1025,34 @@ int raft_node_transfer_leader(raft_node *n, uint64_t target)
 	return rc;
 }
 
-uint64_t raft_node_id(const raft_node *n) { return n->id; }
-uint64_t raft_node_leader(const raft_node *n) { return raft_core_leader(n->core); }
-uint64_t raft_node_term(const raft_node *n) { return raft_core_term(n->core); }
-uint64_t raft_node_commit(const raft_node *n) { return raft_core_commit(n->core); }
-uint64_t raft_node_applied(const raft_node *n) { return atomic_load(&((raft_node *)n)->applied); }
-uint64_t raft_node_last_index(const raft_node *n) { return raft_core_last_index(n->core); }
-bool raft_node_is_leader(const raft_node *n) { return raft_core_role(n->core) == RAFT_LEADER; }
+uint64_t raft_node_id(const raft_node *n)
+{
+	return n->id;
+}
+uint64_t raft_node_leader(const raft_node *n)
+{
+	return raft_core_leader(n->core);
+}
+uint64_t raft_node_term(const raft_node *n)
+{
+	return raft_core_term(n->core);
+}
+uint64_t raft_node_commit(const raft_node *n)
+{
+	return raft_core_commit(n->core);
+}
+uint64_t raft_node_applied(const raft_node *n)
+{
+	return atomic_load(&((raft_node *)n)->applied);
+}
+uint64_t raft_node_last_index(const raft_node *n)
+{
+	return raft_core_last_index(n->core);
+}
+bool raft_node_is_leader(const raft_node *n)
+{
+	return raft_core_role(n->core) == RAFT_LEADER;
+}
 
 int raft_node_conf_change_decode(const uint8_t *data, size_t len, raft_node_conf_change *out)
 {
@@ -1029,6 +1060,6 @@ int raft_node_conf_change_decode(const uint8_t *data, size_t len, raft_node_conf
 	int rc = raft_conf_change_decode(data, len, &cc);
 	if (rc)
 		return rc;
-	*out = (raft_node_conf_change){ (raft_node_cc_type)cc.type, cc.node_id, cc.context, cc.context_len };
+	*out = (raft_node_conf_change){(raft_node_cc_type)cc.type, cc.node_id, cc.context, cc.context_len};
 	return 0;
 }

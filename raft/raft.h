@@ -85,19 +85,19 @@ typedef struct raft_node_peer {
 typedef struct raft_node_config {
 	uint64_t id;
 	uint64_t cluster_id;
-	char *const *listen_urls;  /* --listen-peer-urls */
+	char *const *listen_urls; /* --listen-peer-urls */
 	size_t nlisten_urls;
 	const raft_node_peer *peers; /* the other members */
 	size_t npeers;
-	const char *snap_dir;      /* where received snapshots are written */
+	const char *snap_dir; /* where received snapshots are written */
 	const char *log_dir;
-	bool create;               /* a new member: create the log */
-	const uint64_t *voters;    /* bootstrap of a new cluster: the initial voters */
+	bool create;            /* a new member: create the log */
+	const uint64_t *voters; /* bootstrap of a new cluster: the initial voters */
 	size_t nvoters;
-	uint64_t applied;          /* the state machine's consistent index */
-	uint64_t snapshot_count;   /* --snapshot-count: applied entries between log compactions (0 = never) */
-	int tick_ms;               /* --heartbeat-interval */
-	int election_ticks;        /* --election-timeout / --heartbeat-interval */
+	uint64_t applied;        /* the state machine's consistent index */
+	uint64_t snapshot_count; /* --snapshot-count: applied entries between log compactions (0 = never) */
+	int tick_ms;             /* --heartbeat-interval */
+	int election_ticks;      /* --election-timeout / --heartbeat-interval */
 	struct event_base *base;
 	raft_node_callbacks cb;
 	void *ud;
@@ -124,7 +124,7 @@ int raft_node_propose(raft_node *n, const uint8_t *data, size_t len);
  * the leader from a follower. ctx (the member record) travels in the entry.
  * MS_EAGAIN while an earlier change is not yet applied; MS_ENO_LEADER. */
 int raft_node_propose_conf_change(raft_node *n, raft_node_cc_type type, uint64_t node_id, const uint8_t *ctx,
-				  size_t len);
+                                  size_t len);
 /* Leader only: how far a member's log matches ours, and our last index
  * (etcd's "learner in sync" check). false when not leader or unknown. */
 bool raft_node_peer_progress(const raft_node *n, uint64_t id, uint64_t *match, uint64_t *last);

@@ -109,18 +109,19 @@ typedef struct raft_snapshot_meta {
 } raft_snapshot_meta;
 
 typedef enum raft_msg_type {
-	RAFT_MSG_APP = 1,          /* AppendEntries (§5.3): log_term/index = previous entry, entries, commit */
-	RAFT_MSG_APP_RESP,         /* index = last matching index, or reject with reject_hint/log_term hint */
-	RAFT_MSG_VOTE,             /* RequestVote (§5.2, §5.4.1): log_term/index = candidate's last entry */
-	RAFT_MSG_VOTE_RESP,        /* reject = vote not granted */
-	RAFT_MSG_PRE_VOTE,         /* thesis §9.6: term = candidate's term + 1, nobody's term changes */
+	RAFT_MSG_APP = 1,   /* AppendEntries (§5.3): log_term/index = previous entry, entries, commit */
+	RAFT_MSG_APP_RESP,  /* index = last matching index, or reject with reject_hint/log_term hint */
+	RAFT_MSG_VOTE,      /* RequestVote (§5.2, §5.4.1): log_term/index = candidate's last entry */
+	RAFT_MSG_VOTE_RESP, /* reject = vote not granted */
+	RAFT_MSG_PRE_VOTE,  /* thesis §9.6: term = candidate's term + 1, nobody's term changes */
 	RAFT_MSG_PRE_VOTE_RESP,
-	RAFT_MSG_HEARTBEAT,        /* empty AppendEntries: commit = min(follower match, leader commit); context = ReadIndex round */
-	RAFT_MSG_HEARTBEAT_RESP,   /* echoes context */
-	RAFT_MSG_SNAP,             /* InstallSnapshot (§7): snapshot meta only; the node attaches the data */
-	RAFT_MSG_TIMEOUT_NOW,      /* thesis §3.10: leadership transfer, start an election at once */
-	RAFT_MSG_READ_INDEX,       /* follower -> leader: ReadIndex request, context = the caller's read id */
-	RAFT_MSG_READ_INDEX_RESP,  /* leader -> follower: index = read index, context echoed; reject = failed */
+	RAFT_MSG_HEARTBEAT, /* empty AppendEntries: commit = min(follower match, leader commit); context = ReadIndex
+	                       round */
+	RAFT_MSG_HEARTBEAT_RESP,  /* echoes context */
+	RAFT_MSG_SNAP,            /* InstallSnapshot (§7): snapshot meta only; the node attaches the data */
+	RAFT_MSG_TIMEOUT_NOW,     /* thesis §3.10: leadership transfer, start an election at once */
+	RAFT_MSG_READ_INDEX,      /* follower -> leader: ReadIndex request, context = the caller's read id */
+	RAFT_MSG_READ_INDEX_RESP, /* leader -> follower: index = read index, context echoed; reject = failed */
 } raft_msg_type;
 #define RAFT_MSG_TYPE_MAX RAFT_MSG_READ_INDEX_RESP
 
@@ -131,10 +132,10 @@ typedef enum raft_msg_type {
 typedef struct raft_msg {
 	raft_msg_type type;
 	uint64_t from, to;
-	uint64_t term;        /* sender's term (PRE_VOTE: the term it would campaign in) */
-	uint64_t log_term;    /* APP: term of entry `index`; VOTE: last log term; APP_RESP reject: hint term */
-	uint64_t index;       /* APP: previous index; VOTE: last index; APP_RESP: last index / rejected index */
-	uint64_t commit;      /* APP, HEARTBEAT: leader commit */
+	uint64_t term;     /* sender's term (PRE_VOTE: the term it would campaign in) */
+	uint64_t log_term; /* APP: term of entry `index`; VOTE: last log term; APP_RESP reject: hint term */
+	uint64_t index;    /* APP: previous index; VOTE: last index; APP_RESP: last index / rejected index */
+	uint64_t commit;   /* APP, HEARTBEAT: leader commit */
 	bool reject;
 	uint64_t reject_hint; /* APP_RESP reject: follower's guess of the last index that may match */
 	raft_entry *entries;  /* APP only */
@@ -155,11 +156,12 @@ typedef enum raft_role {
 typedef uint64_t (*raft_rand_fn)(void *ud, uint64_t n);
 
 typedef struct raft_config {
-	uint64_t id;                /* this node, non-zero */
-	int election_tick;          /* election timeout, in ticks; randomized in [election_tick, 2*election_tick) (§5.2) */
-	int heartbeat_tick;         /* leader heartbeat interval, in ticks (< election_tick) */
-	bool pre_vote;              /* thesis §9.6 */
-	bool check_quorum;          /* thesis §6.2: leader steps down without a quorum; followers with a live leader ignore votes (§4.2.3) */
+	uint64_t id;        /* this node, non-zero */
+	int election_tick;  /* election timeout, in ticks; randomized in [election_tick, 2*election_tick) (§5.2) */
+	int heartbeat_tick; /* leader heartbeat interval, in ticks (< election_tick) */
+	bool pre_vote;      /* thesis §9.6 */
+	bool check_quorum; /* thesis §6.2: leader steps down without a quorum; followers with a live leader ignore votes
+	                      (§4.2.3) */
 	size_t max_inflight_msgs;   /* pipelined APPs in flight per follower (0 = 256) */
 	size_t max_entries_per_msg; /* 0 = 1024 */
 	size_t max_bytes_per_msg;   /* entry data bytes per APP (0 = 1 MiB); at least one entry always goes */
@@ -174,7 +176,7 @@ typedef struct raft_restore {
 	raft_snapshot_meta snap;
 	const raft_entry *entries; /* consecutive, starting at snap.index + 1 */
 	size_t n_entries;
-	uint64_t applied;          /* state machine consistent index (>= snap.index) */
+	uint64_t applied; /* state machine consistent index (>= snap.index) */
 } raft_restore;
 
 /* A linearizable read that may now be served: once the state machine has
@@ -243,7 +245,7 @@ int raft_core_step(raft_core *c, const raft_msg *msg);
 int raft_core_propose(raft_core *c, const uint8_t *data, size_t len, uint64_t *index, uint64_t *term);
 
 typedef enum raft_conf_change_type {
-	RAFT_CC_ADD_VOTER = 0,   /* also promotes a learner (that is etcd's MemberPromote) */
+	RAFT_CC_ADD_VOTER = 0, /* also promotes a learner (that is etcd's MemberPromote) */
 	RAFT_CC_ADD_LEARNER = 1,
 	RAFT_CC_REMOVE = 2,
 } raft_conf_change_type;

@@ -1290,7 +1290,7 @@ static int io_all(int fd, uint8_t *buf, size_t len, bool wr, int64_t deadline)
 		int64_t left = (deadline - ms_now_mono_ns()) / 1000000;
 		if (left <= 0)
 			return MS_ETIMEOUT;
-		struct timeval tv = { (time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000 };
+		struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
 		setsockopt(fd, SOL_SOCKET, wr ? SO_SNDTIMEO : SO_RCVTIMEO, &tv, sizeof tv);
 		ssize_t n = wr ? write(fd, buf + done, len - done) : read(fd, buf + done, len - done);
 		if (n < 0 && errno == EINTR)
@@ -1305,7 +1305,7 @@ static int io_all(int fd, uint8_t *buf, size_t len, bool wr, int64_t deadline)
 }
 
 int raft_transport_join(const char *url, const uint8_t *req, size_t len, int timeout_ms, uint8_t **resp,
-			size_t *resp_len, ms_err *err)
+                        size_t *resp_len, ms_err *err)
 {
 	char *host = NULL, *port = NULL;
 	int rc = parse_url(url, &host, &port, err);

@@ -152,7 +152,7 @@ int raft_transport_send_snapshot(raft_transport *t, const raft_msg *snap, const 
  * for start-up, before the loop runs), sends HELLO {0, 0, 0} and JOIN req,
  * and returns the JOIN_RESP payload (ms_malloc'd). MS_EIO, MS_ETIMEOUT. */
 int raft_transport_join(const char *url, const uint8_t *req, size_t len, int timeout_ms, uint8_t **resp,
-			size_t *resp_len, ms_err *err);
+                        size_t *resp_len, ms_err *err);
 
 /* True while the outbound connection to id is established (etcd's "active
  * peer" for its started-members checks). */

@@ -10,7 +10,10 @@
 
 /* Errors etcd reports to the client; anything else while applying means the
  * member cannot continue without diverging from the log. */
-static bool client_error(int code) { return code <= MS_EKEY_EMPTY; }
+static bool client_error(int code)
+{
+	return code <= MS_EKEY_EMPTY;
+}
 
 static ProtobufCMessage *new_lease_grant_resp(int64_t id, int64_t ttl, int64_t rev)
 {
@@ -68,15 +71,16 @@ static void log_published(ms_server *s, const Msinternal__PublishRequest *p)
 	char urls[1024] = "";
 	size_t off = 0;
 	for (size_t i = 0; p->attributes && i < p->attributes->n_client_urls && off < sizeof urls; i++)
-		off += (size_t)snprintf(urls + off, sizeof urls - off, "%s%s", i ? " " : "", p->attributes->client_urls[i]);
+		off += (size_t)snprintf(urls + off, sizeof urls - off, "%s%s", i ? " " : "",
+		                        p->attributes->client_urls[i]);
 	MS_INFO("etcdserver", "published {Name:%s ClientURLs:[%s]} to cluster %llx",
-		p->attributes ? p->attributes->name : "", urls, (unsigned long long)s->cluster_id);
+	        p->attributes ? p->attributes->name : "", urls, (unsigned long long)s->cluster_id);
 }
 
 /* Executes one request; returns a client-visible code (0 or <= MS_EKEY_EMPTY)
  * with *resp set on success, or a fatal code. */
 static int apply_one(ms_server *s, engine_apply *a, const Msinternal__InternalRequest *req, ProtobufCMessage **resp,
-		     bool *members_changed, ms_err *err)
+                     bool *members_changed, ms_err *err)
 {
 	int rc = 0;
 	*resp = NULL;
@@ -110,7 +114,8 @@ static int apply_one(ms_server *s, engine_apply *a, const Msinternal__InternalRe
 		if (rc == 0)
 			ms_lease_srv_applied_grant(s, req->lease_grant->id, req->lease_grant->ttl);
 		if (rc == 0)
-			*resp = new_lease_grant_resp(req->lease_grant->id, req->lease_grant->ttl, engine_current_rev(s->eng));
+			*resp = new_lease_grant_resp(req->lease_grant->id, req->lease_grant->ttl,
+			                             engine_current_rev(s->eng));
 		break;
 	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE:
 		rc = engine_apply_lease_revoke(a, req->lease_revoke->id, err);
@@ -137,7 +142,7 @@ static int apply_one(ms_server *s, engine_apply *a, const Msinternal__InternalRe
 		break;
 	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_MEMBER_UPDATE:
 		if (ms_members_apply_change(s, RAFT_NODE_ADD_VOTER, req->member_update->id, NULL, req->member_update,
-					    req->proposer == s->id ? resp : NULL)) {
+		                            req->proposer == s->id ? resp : NULL)) {
 			rc = save_members(s, a, err);
 			if (rc == 0)
 				*members_changed = true;
@@ -156,7 +161,8 @@ static int apply_one(ms_server *s, engine_apply *a, const Msinternal__InternalRe
 		break;
 	}
 	default:
-		return ms_err_set(err, MS_EUNSUPPORTED, "log entry holds an unknown request (%d)", (int)req->request_case);
+		return ms_err_set(err, MS_EUNSUPPORTED, "log entry holds an unknown request (%d)",
+		                  (int)req->request_case);
 	}
 	return rc;
 }
@@ -164,7 +170,7 @@ static int apply_one(ms_server *s, engine_apply *a, const Msinternal__InternalRe
 int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n)
 {
 	ms_server *s = ud;
-	ms_err err = { 0 };
+	ms_err err = {0};
 	engine_apply *a;
 	int rc = engine_apply_begin(s->eng, ms_server_on_events, s, &a, &err); /* watch hub + lease keys */
 	if (rc) {
@@ -186,22 +192,25 @@ int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n)
 			raft_node_conf_change cc;
 			if ((rc = raft_node_conf_change_decode(e->data, e->len, &cc))) {
 				ms_err_set(&err, MS_ECORRUPT, "conf change entry %llu does not decode",
-					   (unsigned long long)e->index);
+				           (unsigned long long)e->index);
 				break;
 			}
 			/* the bootstrap entries re-add the initial members: no-ops */
 			Msinternal__MemberChangeContext *mc = NULL;
 			if (cc.context_len) {
-				mc = msinternal__member_change_context__unpack(&ms_pb_allocator, cc.context_len, cc.context);
+				mc = msinternal__member_change_context__unpack(&ms_pb_allocator, cc.context_len,
+				                                               cc.context);
 				if (!mc) {
-					rc = ms_err_set(&err, MS_ECORRUPT, "conf change entry %llu has a bad member record",
-							(unsigned long long)e->index);
+					rc = ms_err_set(&err, MS_ECORRUPT,
+					                "conf change entry %llu has a bad member record",
+					                (unsigned long long)e->index);
 					break;
 				}
 			}
 			bool mine = mc && mc->proposer == s->id;
 			ProtobufCMessage *resp = NULL;
-			if (ms_members_apply_change(s, cc.type, cc.node_id, mc ? mc->member : NULL, NULL, mine ? &resp : NULL)) {
+			if (ms_members_apply_change(s, cc.type, cc.node_id, mc ? mc->member : NULL, NULL,
+			                            mine ? &resp : NULL)) {
 				if ((rc = save_members(s, a, &err))) {
 					if (resp)
 						protobuf_c_message_free_unpacked(resp, &ms_pb_allocator);
@@ -219,9 +228,11 @@ int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n)
 		}
 		if (e->len == 0)
 			continue; /* a new leader's empty entry */
-		Msinternal__InternalRequest *req = msinternal__internal_request__unpack(&ms_pb_allocator, e->len, e->data);
+		Msinternal__InternalRequest *req =
+		    msinternal__internal_request__unpack(&ms_pb_allocator, e->len, e->data);
 		if (!req) {
-			rc = ms_err_set(&err, MS_ECORRUPT, "log entry %llu does not decode", (unsigned long long)e->index);
+			rc = ms_err_set(&err, MS_ECORRUPT, "log entry %llu does not decode",
+			                (unsigned long long)e->index);
 			break;
 		}
 		ProtobufCMessage *resp = NULL;
@@ -243,7 +254,8 @@ int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n)
 		MS_ERROR("etcdserver", "apply failed at index %llu: %s", (unsigned long long)last, err.msg);
 		engine_apply_abort(a);
 	} else if ((rc = engine_apply_commit(a, last, &err))) {
-		MS_ERROR("etcdserver", "cannot commit applied entries up to %llu: %s", (unsigned long long)last, err.msg);
+		MS_ERROR("etcdserver", "cannot commit applied entries up to %llu: %s", (unsigned long long)last,
+		         err.msg);
 	}
 	if (members_changed && rc == 0)
 		pending[np++] = make_result(APPLY_NOTE_MEMBERS, 0, NULL, "");

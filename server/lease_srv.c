@@ -33,7 +33,10 @@ struct ms_lease_srv {
 	struct event *tick_ev;
 };
 
-static int64_t lease_clock(void *ud) { return ms_now_mono_ns(); }
+static int64_t lease_clock(void *ud)
+{
+	return ms_now_mono_ns();
+}
 
 static uint64_t lease_rand(void *ud)
 {
@@ -53,7 +56,7 @@ int ms_lease_srv_init(ms_server *s, ms_err *err)
 	if (getrandom(&ls->rng, sizeof ls->rng, 0) != sizeof ls->rng || ls->rng == 0)
 		ls->rng = (uint64_t)ms_now_wall_ns() | 1;
 	ls->min_ttl = lease_min_ttl(s->cfg.heartbeat_ms, s->cfg.election_ms);
-	lease_cfg cfg = { .now = lease_clock, .rand = lease_rand, .rand_ud = ls, .min_ttl = ls->min_ttl };
+	lease_cfg cfg = {.now = lease_clock, .rand = lease_rand, .rand_ud = ls, .min_ttl = ls->min_ttl};
 	int rc = lease_mgr_new(&cfg, &ls->m, err);
 	if (rc)
 		return rc;
@@ -93,7 +96,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		int rc = propose_revoke(s, ids[i], 0, on_revoke_done, NULL);
 		if (rc)
 			MS_WARN("lease", "failed to revoke expired lease %016llx: %s (retried later)",
-				(unsigned long long)ids[i], ms_strerror(rc));
+			        (unsigned long long)ids[i], ms_strerror(rc));
 	}
 }
 
@@ -103,7 +106,7 @@ int ms_lease_srv_start(ms_server *s, ms_err *err)
 	ls->tick_ev = event_new(s->base, -1, EV_PERSIST, on_tick, s);
 	if (!ls->tick_ev)
 		return ms_err_set(err, MS_ENOMEM, "out of memory");
-	struct timeval tv = { 0, LEASE_TICK_MS * 1000 };
+	struct timeval tv = {0, LEASE_TICK_MS * 1000};
 	event_add(ls->tick_ev, &tv);
 	return 0;
 }
@@ -141,7 +144,7 @@ void ms_lease_srv_on_leader(ms_server *s, uint64_t leader)
 
 void ms_lease_srv_applied_grant(ms_server *s, int64_t id, int64_t ttl)
 {
-	ms_err err = { 0 };
+	ms_err err = {0};
 	/* the engine accepted it, so the manager (which mirrors the engine) must */
 	int rc = lease_grant(s->lease->m, id, ttl, NULL, &err);
 	if (rc)
@@ -150,7 +153,7 @@ void ms_lease_srv_applied_grant(ms_server *s, int64_t id, int64_t ttl)
 
 void ms_lease_srv_applied_revoke(ms_server *s, int64_t id)
 {
-	ms_err err = { 0 };
+	ms_err err = {0};
 	int rc = lease_revoke(s->lease->m, id, &err);
 	if (rc)
 		MS_ERROR("lease", "lease manager refused applied revoke %016llx: %s", (unsigned long long)id, err.msg);
@@ -158,7 +161,7 @@ void ms_lease_srv_applied_revoke(ms_server *s, int64_t id)
 
 void ms_lease_srv_on_events(ms_server *s, Mvccpb__Event *const *evs, size_t n)
 {
-	ms_err err = { 0 };
+	ms_err err = {0};
 	if (lease_mgr_on_events(s->lease->m, evs, n, &err))
 		MS_WARN("lease", "lease key mirror: %s", err.msg);
 }
@@ -228,7 +231,8 @@ static void forwarded_renew_done(void *arg, int code, const uint8_t *resp, size_
 	fwd_renew *f = arg;
 	int64_t ttl = 0;
 	if (code == 0) {
-		Etcdserverpb__LeaseKeepAliveResponse *r = etcdserverpb__lease_keep_alive_response__unpack(&ms_pb_allocator, len, resp);
+		Etcdserverpb__LeaseKeepAliveResponse *r =
+		    etcdserverpb__lease_keep_alive_response__unpack(&ms_pb_allocator, len, resp);
 		if (r) {
 			ttl = r->ttl;
 			protobuf_c_message_free_unpacked(&r->base, &ms_pb_allocator);
@@ -251,7 +255,7 @@ static int lease_forward(ms_server *s, int64_t id, ms_done_fn done, void *arg)
 	fwd_renew *f = ms_malloc(sizeof *f);
 	if (!f)
 		return MS_ENOMEM;
-	*f = (fwd_renew){ s, id, done, arg };
+	*f = (fwd_renew){s, id, done, arg};
 	Msinternal__PeerRequest req = MSINTERNAL__PEER_REQUEST__INIT;
 	Etcdserverpb__LeaseKeepAliveRequest ka = ETCDSERVERPB__LEASE_KEEP_ALIVE_REQUEST__INIT;
 	ka.id = id;
@@ -304,7 +308,7 @@ static int collect_key(void *arg, const uint8_t *key, size_t len)
 	if (!p)
 		return MS_ENOMEM;
 	memcpy(p, key, len);
-	a->v[a->n++] = (ProtobufCBinaryData){ .len = len, .data = p };
+	a->v[a->n++] = (ProtobufCBinaryData){.len = len, .data = p};
 	return 0;
 }
 
@@ -332,7 +336,7 @@ int ms_server_lease_ttl(ms_server *s, int64_t id, bool keys, Etcdserverpb__Lease
 	r->ttl = info.remaining_ttl < 0 ? 0 : info.remaining_ttl;
 	r->grantedttl = info.granted_ttl;
 	if (keys) {
-		key_acc a = { 0 };
+		key_acc a = {0};
 		rc = lease_keys(s->lease->m, id, collect_key, &a, NULL);
 		r->keys = a.v;
 		r->n_keys = a.n;

@@ -19,7 +19,10 @@ static uint64_t sha1_prefix(const uint8_t *data, size_t len)
 	return ms_get_u64be(md);
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -113,7 +116,7 @@ int ms_members_bootstrap(ms_server *s, ms_err *err)
 	for (size_t i = 0; i < n; i++) {
 		etcdserverpb__member__init(&mem[i]);
 		mem[i].id = ids[i] = ms_member_id(c->initial_cluster[i].peer_urls, c->initial_cluster[i].npeer_urls,
-						  c->initial_cluster_token);
+		                                  c->initial_cluster_token);
 		mem[i].name = c->initial_cluster[i].name;
 		mem[i].n_peerurls = c->initial_cluster[i].npeer_urls;
 		mem[i].peerurls = c->initial_cluster[i].peer_urls;
@@ -168,7 +171,7 @@ int ms_members_join(ms_server *s, ms_err *err)
 		return ms_err_set(err, MS_ENOMEM, "out of memory");
 	etcdserverpb__member__pack(&me, req);
 	Etcdserverpb__MemberListResponse *l = NULL;
-	ms_err jerr = { 0 };
+	ms_err jerr = {0};
 	for (size_t i = 0; i < c->ninitial_cluster && !l; i++) {
 		if (!strcmp(c->initial_cluster[i].name, c->name))
 			continue;
@@ -184,12 +187,13 @@ int ms_members_join(ms_server *s, ms_err *err)
 	ms_free(req);
 	if (!l)
 		return ms_err_set(err, MS_EIO, "cannot fetch the cluster from the members in --initial-cluster (%s)",
-				  jerr.msg[0] ? jerr.msg : "no other member given");
+		                  jerr.msg[0] ? jerr.msg : "no other member given");
 	int rc = 0;
 	if (!l->header || !l->header->member_id) {
-		rc = ms_err_set(err, MS_EINVAL,
-				"no member with peer URLs %s has been added to the cluster; run 'etcdctl member add' first",
-				c->npeer_urls ? c->peer_urls[0] : "");
+		rc = ms_err_set(
+		    err, MS_EINVAL,
+		    "no member with peer URLs %s has been added to the cluster; run 'etcdctl member add' first",
+		    c->npeer_urls ? c->peer_urls[0] : "");
 		goto out;
 	}
 	s->id = l->header->member_id;
@@ -211,7 +215,7 @@ int ms_members_join(ms_server *s, ms_err *err)
 	}
 	ms_free(buf);
 	MS_INFO("etcdserver", "joining cluster %llx as member %llx", (unsigned long long)s->cluster_id,
-		(unsigned long long)s->id);
+	        (unsigned long long)s->id);
 out:
 	protobuf_c_message_free_unpacked(&l->base, &ms_pb_allocator);
 	return rc;
@@ -384,7 +388,7 @@ static bool ready_for_voter(Etcdserverpb__MemberListResponse *l)
 }
 
 static int propose_member_change(ms_server *s, raft_node_cc_type type, const Etcdserverpb__Member *m, int64_t deadline,
-				 ms_done_fn done, void *arg)
+                                 ms_done_fn done, void *arg)
 {
 	Msinternal__MemberChangeContext ctx = MSINTERNAL__MEMBER_CHANGE_CONTEXT__INIT;
 	ctx.id = ++s->next_req_id;
@@ -406,7 +410,7 @@ static int propose_member_change(ms_server *s, raft_node_cc_type type, const Etc
 }
 
 int ms_server_member_add(ms_server *s, char **urls, size_t nurls, bool learner, int64_t deadline, ms_done_fn done,
-			 void *arg)
+                         void *arg)
 {
 	if (nurls == 0)
 		return MS_EMEMBER_BAD_URLS;
@@ -430,7 +434,8 @@ int ms_server_member_add(ms_server *s, char **urls, size_t nurls, bool learner, 
 		rc = MS_ENOT_ENOUGH_STARTED;
 	/* etcd: sorted peer URLs + token + the current Unix time */
 	char token[512];
-	snprintf(token, sizeof token, "%s%lld", s->cfg.initial_cluster_token, (long long)(ms_now_wall_ns() / 1000000000));
+	snprintf(token, sizeof token, "%s%lld", s->cfg.initial_cluster_token,
+	         (long long)(ms_now_wall_ns() / 1000000000));
 	uint64_t id = ms_member_id(urls, nurls, token);
 	if (!rc && find_member(s->members, id, NULL))
 		rc = MS_EMEMBER_EXISTS;
@@ -499,8 +504,8 @@ int ms_server_member_promote(ms_server *s, uint64_t id, int64_t deadline, ms_don
 	return propose_member_change(s, RAFT_NODE_ADD_VOTER, &pm, deadline, done, arg);
 }
 
-int ms_server_member_update(ms_server *s, uint64_t id, char **urls, size_t nurls, int64_t deadline,
-			    ms_done_fn done, void *arg)
+int ms_server_member_update(ms_server *s, uint64_t id, char **urls, size_t nurls, int64_t deadline, ms_done_fn done,
+                            void *arg)
 {
 	if (nurls == 0)
 		return MS_EMEMBER_BAD_URLS;
@@ -546,7 +551,8 @@ static Etcdserverpb__Member *member_copy(const Etcdserverpb__Member *m)
 	return c;
 }
 
-static ProtobufCMessage *member_response(ms_server *s, raft_node_cc_type type, bool update, const Etcdserverpb__Member *added)
+static ProtobufCMessage *member_response(ms_server *s, raft_node_cc_type type, bool update,
+                                         const Etcdserverpb__Member *added)
 {
 	/* members (and the added member) as of this entry; header by the loop */
 	size_t len;
@@ -591,7 +597,7 @@ static ProtobufCMessage *member_response(ms_server *s, raft_node_cc_type type, b
 /* apply thread: one membership change entry (or a MemberUpdate request).
  * Returns whether the list changed; *resp is the answer for its proposer. */
 bool ms_members_apply_change(ms_server *s, raft_node_cc_type type, uint64_t id, const Etcdserverpb__Member *rec,
-			     const Etcdserverpb__MemberUpdateRequest *upd, ProtobufCMessage **resp)
+                             const Etcdserverpb__MemberUpdateRequest *upd, ProtobufCMessage **resp)
 {
 	bool changed = false;
 	const Etcdserverpb__Member *added = NULL;
@@ -611,7 +617,7 @@ bool ms_members_apply_change(ms_server *s, raft_node_cc_type type, uint64_t id, 
 			m->n_peerurls = upd->n_peerurls;
 			changed = true;
 			MS_INFO("membership", "updated member %llx in cluster %llx", (unsigned long long)id,
-				(unsigned long long)s->cluster_id);
+			        (unsigned long long)s->cluster_id);
 		}
 	} else if (type == RAFT_NODE_REMOVE) {
 		if (m) {
@@ -620,14 +626,14 @@ bool ms_members_apply_change(ms_server *s, raft_node_cc_type type, uint64_t id, 
 			l->n_members--;
 			changed = true;
 			MS_INFO("membership", "removed member %llx from cluster %llx", (unsigned long long)id,
-				(unsigned long long)s->cluster_id);
+			        (unsigned long long)s->cluster_id);
 		}
 	} else if (m) {
 		if (type == RAFT_NODE_ADD_VOTER && m->islearner) {
 			m->islearner = false;
 			changed = true;
 			MS_INFO("membership", "promoted member %llx in cluster %llx", (unsigned long long)id,
-				(unsigned long long)s->cluster_id);
+			        (unsigned long long)s->cluster_id);
 		}
 	} else if (rec) {
 		Etcdserverpb__Member **nm = ms_realloc(l->members, (l->n_members + 1) * sizeof *nm);
@@ -640,7 +646,7 @@ bool ms_members_apply_change(ms_server *s, raft_node_cc_type type, uint64_t id, 
 		added = c;
 		changed = true;
 		MS_INFO("membership", "added member %llx %s to cluster %llx", (unsigned long long)id,
-			c->n_peerurls ? c->peerurls[0] : "", (unsigned long long)s->cluster_id);
+		        c->n_peerurls ? c->peerurls[0] : "", (unsigned long long)s->cluster_id);
 	}
 	if (resp)
 		*resp = member_response(s, type, upd != NULL, added);

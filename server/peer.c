@@ -14,8 +14,8 @@ typedef struct peer_call {
 	struct peer_call *next;
 } peer_call;
 
-int ms_server_peer_call(ms_server *s, uint64_t to, Msinternal__PeerRequest *req, int64_t deadline,
-			ms_peer_done_fn done, void *arg)
+int ms_server_peer_call(ms_server *s, uint64_t to, Msinternal__PeerRequest *req, int64_t deadline, ms_peer_done_fn done,
+                        void *arg)
 {
 	req->id = ++s->next_req_id;
 	size_t len = msinternal__peer_request__get_packed_size(req);
@@ -33,7 +33,7 @@ int ms_server_peer_call(ms_server *s, uint64_t to, Msinternal__PeerRequest *req,
 		ms_free(c);
 		return rc;
 	}
-	*c = (peer_call){ req->id, deadline, done, arg, s->peer_calls };
+	*c = (peer_call){req->id, deadline, done, arg, s->peer_calls};
 	s->peer_calls = c;
 	return 0;
 }

@@ -13,7 +13,7 @@
 
 #define WTAB_SIZE 16384 /* power of two */
 
-static const char *const foreign_entries[] = { "member", "snap", "wal" };
+static const char *const foreign_entries[] = {"member", "snap", "wal"};
 
 /* ---- data directory ---- */
 static int path_join(char **out, const char *a, const char *b)
@@ -78,10 +78,11 @@ static int check_data_dir(const char *dir, bool *fresh, ms_err *err)
 		}
 		for (size_t i = 0; i < MS_ARRAY_LEN(foreign_entries); i++)
 			if (!strcmp(de->d_name, foreign_entries[i])) {
-				rc = ms_err_set(err, MS_ECORRUPT,
-						"data directory %s holds an etcd data set (%s/), not MetaStore's; "
-						"refusing to serve or overwrite it (migrate it, or choose another --data-dir)",
-						dir, de->d_name);
+				rc = ms_err_set(
+				    err, MS_ECORRUPT,
+				    "data directory %s holds an etcd data set (%s/), not MetaStore's; "
+				    "refusing to serve or overwrite it (migrate it, or choose another --data-dir)",
+				    dir, de->d_name);
 				break;
 			}
 		if (rc)
@@ -95,9 +96,9 @@ static int check_data_dir(const char *dir, bool *fresh, ms_err *err)
 		return rc;
 	if (other)
 		return ms_err_set(err, MS_ECORRUPT,
-				  "data directory %s is not a MetaStore data directory (it holds \"%s\"); "
-				  "refusing to serve or overwrite it",
-				  dir, other_name);
+		                  "data directory %s is not a MetaStore data directory (it holds \"%s\"); "
+		                  "refusing to serve or overwrite it",
+		                  dir, other_name);
 	*fresh = !ours;
 	return 0;
 }
@@ -120,8 +121,8 @@ static int check_migrated(const ms_server_config *cfg, ms_err *err)
 	size_t off = 0;
 	for (size_t i = 0; i < cfg->ninitial_cluster; i++)
 		for (size_t j = 0; j < cfg->initial_cluster[i].npeer_urls && off < sizeof ic; j++)
-			off += (size_t)snprintf(ic + off, sizeof ic - off, "%s%s=%s", off ? "," : "", cfg->initial_cluster[i].name,
-						cfg->initial_cluster[i].peer_urls[j]);
+			off += (size_t)snprintf(ic + off, sizeof ic - off, "%s%s=%s", off ? "," : "",
+			                        cfg->initial_cluster[i].name, cfg->initial_cluster[i].peer_urls[j]);
 	char ap[4096] = "";
 	off = 0;
 	for (size_t i = 0; i < cfg->npeer_urls && off < sizeof ap; i++)
@@ -142,9 +143,10 @@ static int check_migrated(const ms_server_config *cfg, ms_err *err)
 		else if (!strcmp(line, "initial-cluster-token"))
 			have = cfg->initial_cluster_token, flag = "--initial-cluster-token";
 		if (have && strcmp(have, want) != 0)
-			rc = ms_err_set(err, MS_EINVAL,
-					"data directory %s was migrated for %s=%s, but this member was started with %s=%s",
-					cfg->data_dir, flag, want, flag, have);
+			rc = ms_err_set(
+			    err, MS_EINVAL,
+			    "data directory %s was migrated for %s=%s, but this member was started with %s=%s",
+			    cfg->data_dir, flag, want, flag, have);
 	}
 	fclose(f);
 	return rc;
@@ -179,9 +181,11 @@ waiter *ms_server_waiter_take(ms_server *s, uint64_t id)
 	return NULL;
 }
 
-
 /* ---- reads ---- */
-static void read_dispatch(ms_server *s, read_req *r) { ms_queue_push(s->read_q, r); }
+static void read_dispatch(ms_server *s, read_req *r)
+{
+	ms_queue_push(s->read_q, r);
+}
 
 static void read_fail(read_req *r, int code)
 {
@@ -449,7 +453,7 @@ static void on_applied(void *ud, uint64_t index)
 static int sync_engine(void *ud)
 {
 	ms_server *s = ud;
-	ms_err err = { 0 };
+	ms_err err = {0};
 	int rc = engine_sync(s->eng, &err);
 	if (rc)
 		MS_ERROR("etcdserver", "cannot sync the store: %s", err.msg);
@@ -460,7 +464,7 @@ static int sync_engine(void *ud)
 static int make_snapshot(void *ud, const char *dir)
 {
 	ms_server *s = ud;
-	ms_err err = { 0 };
+	ms_err err = {0};
 	int rc = engine_checkpoint(s->eng, dir, &err);
 	if (rc)
 		MS_ERROR("etcdserver", "cannot make a snapshot: %s", err.msg);
@@ -473,7 +477,7 @@ static int make_snapshot(void *ud, const char *dir)
 static int install_snapshot(void *ud, const char *dir, uint64_t *applied)
 {
 	ms_server *s = ud;
-	ms_err err = { 0 };
+	ms_err err = {0};
 	int rc = engine_install(s->eng, dir, &err);
 	if (rc == 0)
 		rc = ms_members_after_install(s, &err);
@@ -485,7 +489,7 @@ static int install_snapshot(void *ud, const char *dir, uint64_t *applied)
 	}
 	*applied = engine_consistent_index(s->eng);
 	MS_INFO("etcdserver", "applied snapshot: store at revision %lld, index %llu",
-		(long long)engine_current_rev(s->eng), (unsigned long long)*applied);
+	        (long long)engine_current_rev(s->eng), (unsigned long long)*applied);
 	/* the loop re-reads the member list for the transport */
 	apply_result *r = ms_malloc(sizeof *r + 1);
 	MS_ASSERT(r != NULL);
@@ -550,12 +554,11 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 	bool new_member = stat(s->raft_dir, &st) != 0;
 	if (!new_member && stat(s->kv_dir, &st) != 0) {
 		rc = ms_err_set(err, MS_ECORRUPT, "data directory %s has a raft log but no key-value store (%s)",
-				cfg->data_dir, s->kv_dir);
+		                cfg->data_dir, s->kv_dir);
 		goto fail;
 	}
-	engine_opts eo = { .create_if_missing = new_member,
-			   .max_txn_ops = cfg->max_txn_ops,
-			   .quota_bytes = cfg->quota_backend_bytes };
+	engine_opts eo = {
+	    .create_if_missing = new_member, .max_txn_ops = cfg->max_txn_ops, .quota_bytes = cfg->quota_backend_bytes};
 	if ((rc = engine_open(s->kv_dir, &eo, &s->eng, err)))
 		goto fail;
 	if ((rc = ms_lease_srv_init(s, err)) || (rc = ms_watch_srv_init(s, err)))
@@ -568,8 +571,9 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 		if ((rc = check_migrated(cfg, err)) || (rc = ms_members_bootstrap(s, err)))
 			goto fail;
 		if (!s->id) {
-			rc = ms_err_set(err, MS_EINVAL, "couldn't find local name \"%s\" in the initial cluster configuration",
-					cfg->name);
+			rc = ms_err_set(err, MS_EINVAL,
+			                "couldn't find local name \"%s\" in the initial cluster configuration",
+			                cfg->name);
 			goto fail;
 		}
 	}
@@ -610,29 +614,35 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 	for (size_t i = 0; i < s->members->n_members; i++) {
 		Etcdserverpb__Member *m = s->members->members[i];
 		if (m->id != s->id)
-			peers[npeers++] = (raft_node_peer){ m->id, m->peerurls, m->n_peerurls };
+			peers[npeers++] = (raft_node_peer){m->id, m->peerurls, m->n_peerurls};
 	}
 	raft_node_config rc_cfg = {
-		.id = s->id,
-		.cluster_id = s->cluster_id,
-		.listen_urls = cfg->listen_peer_urls,
-		.nlisten_urls = cfg->nlisten_peer_urls,
-		.peers = peers,
-		.npeers = npeers,
-		.snap_dir = snap_dir,
-		.log_dir = s->raft_dir,
-		.create = new_member,
-		.voters = voters,
-		.nvoters = nv,
-		.applied = engine_consistent_index(s->eng),
-		.tick_ms = s->cfg.heartbeat_ms,
-		.election_ticks = s->cfg.election_ms / s->cfg.heartbeat_ms,
-		.base = base,
-		.snapshot_count = s->cfg.snapshot_count,
-		.cb = { .apply = ms_server_apply, .sync = sync_engine, .make_snapshot = make_snapshot,
-			.install = install_snapshot, .on_applied = on_applied, .on_read = on_read,
-			.on_leader = on_leader, .on_join = ms_members_on_join, .on_peer = ms_server_on_peer },
-		.ud = s,
+	    .id = s->id,
+	    .cluster_id = s->cluster_id,
+	    .listen_urls = cfg->listen_peer_urls,
+	    .nlisten_urls = cfg->nlisten_peer_urls,
+	    .peers = peers,
+	    .npeers = npeers,
+	    .snap_dir = snap_dir,
+	    .log_dir = s->raft_dir,
+	    .create = new_member,
+	    .voters = voters,
+	    .nvoters = nv,
+	    .applied = engine_consistent_index(s->eng),
+	    .tick_ms = s->cfg.heartbeat_ms,
+	    .election_ticks = s->cfg.election_ms / s->cfg.heartbeat_ms,
+	    .base = base,
+	    .snapshot_count = s->cfg.snapshot_count,
+	    .cb = {.apply = ms_server_apply,
+	           .sync = sync_engine,
+	           .make_snapshot = make_snapshot,
+	           .install = install_snapshot,
+	           .on_applied = on_applied,
+	           .on_read = on_read,
+	           .on_leader = on_leader,
+	           .on_join = ms_members_on_join,
+	           .on_peer = ms_server_on_peer},
+	    .ud = s,
 	};
 	rc = raft_node_new(&rc_cfg, &s->node, err);
 	ms_free(voters);
@@ -660,7 +670,7 @@ int ms_server_start(ms_server *s, ms_err *err)
 	s->sweep_ev = event_new(s->base, -1, EV_PERSIST, on_sweep, s);
 	if (!s->results_ev || !s->read_done_ev || !s->sweep_ev)
 		return ms_err_set(err, MS_ENOMEM, "out of memory");
-	struct timeval tv = { 0, 100000 };
+	struct timeval tv = {0, 100000};
 	event_add(s->results_ev, NULL);
 	event_add(s->read_done_ev, NULL);
 	event_add(s->sweep_ev, &tv);
@@ -799,7 +809,7 @@ int ms_server_propose(ms_server *s, Msinternal__InternalRequest *req, int64_t de
 			ms_free(buf);
 		return MS_ENOMEM;
 	}
-	*w = (waiter){ .id = req->id, .deadline = deadline ? deadline : default_deadline(s), .done = done, .arg = arg };
+	*w = (waiter){.id = req->id, .deadline = deadline ? deadline : default_deadline(s), .done = done, .arg = arg};
 	/* registered before proposing: a one-member apply can be quick */
 	waiter_insert(s, w);
 	int rc;
@@ -833,12 +843,15 @@ int ms_server_add_waiter(ms_server *s, uint64_t id, int64_t deadline, ms_done_fn
 	waiter *w = ms_malloc(sizeof *w);
 	if (!w)
 		return MS_ENOMEM;
-	*w = (waiter){ .id = id, .deadline = deadline ? deadline : default_deadline(s), .done = done, .arg = arg };
+	*w = (waiter){.id = id, .deadline = deadline ? deadline : default_deadline(s), .done = done, .arg = arg};
 	waiter_insert(s, w);
 	return 0;
 }
 
-void ms_server_drop_waiter(ms_server *s, uint64_t id) { ms_free(ms_server_waiter_take(s, id)); }
+void ms_server_drop_waiter(ms_server *s, uint64_t id)
+{
+	ms_free(ms_server_waiter_take(s, id));
+}
 
 /* loop: the transport's peers follow the applied member list; a member
  * removed from the cluster stops, as etcd does. */
@@ -934,7 +947,7 @@ int ms_server_move_leader(ms_server *s, uint64_t target, int64_t deadline, ms_do
 		ms_free(m);
 		return rc == MS_EINVAL ? MS_EBAD_TRANSFEREE : rc;
 	}
-	*m = (move_wait){ target, deadline ? deadline : default_deadline(s), done, arg, s->moves };
+	*m = (move_wait){target, deadline ? deadline : default_deadline(s), done, arg, s->moves};
 	s->moves = m;
 	return 0;
 }
@@ -978,12 +991,30 @@ int ms_server_read_barrier(ms_server *s, int64_t deadline, ms_done_fn done, void
 }
 
 /* ---- identity and status ---- */
-uint64_t ms_server_id(const ms_server *s) { return s->id; }
-bool ms_server_is_learner(const ms_server *s) { return atomic_load(&((ms_server *)s)->is_learner); }
-uint64_t ms_server_cluster_id(const ms_server *s) { return s->cluster_id; }
-uint64_t ms_server_term(const ms_server *s) { return s->term; }
-uint64_t ms_server_leader(const ms_server *s) { return s->leader; }
-size_t ms_server_max_request_bytes(const ms_server *s) { return s->cfg.max_request_bytes; }
+uint64_t ms_server_id(const ms_server *s)
+{
+	return s->id;
+}
+bool ms_server_is_learner(const ms_server *s)
+{
+	return atomic_load(&((ms_server *)s)->is_learner);
+}
+uint64_t ms_server_cluster_id(const ms_server *s)
+{
+	return s->cluster_id;
+}
+uint64_t ms_server_term(const ms_server *s)
+{
+	return s->term;
+}
+uint64_t ms_server_leader(const ms_server *s)
+{
+	return s->leader;
+}
+size_t ms_server_max_request_bytes(const ms_server *s)
+{
+	return s->cfg.max_request_bytes;
+}
 
 void ms_server_fill_header(const ms_server *s, Etcdserverpb__ResponseHeader *h, int64_t rev)
 {

@@ -33,25 +33,25 @@ typedef struct ms_peer {
 typedef struct ms_server_config {
 	const char *name;
 	const char *data_dir;
-	const char *wal_dir;                /* NULL/"" = <data-dir>/metastore/raft */
-	char **client_urls;                 /* advertised */
+	const char *wal_dir; /* NULL/"" = <data-dir>/metastore/raft */
+	char **client_urls;  /* advertised */
 	size_t nclient_urls;
-	char **peer_urls;                   /* initial-advertise-peer-urls */
+	char **peer_urls; /* initial-advertise-peer-urls */
 	size_t npeer_urls;
-	char **listen_peer_urls;            /* --listen-peer-urls */
+	char **listen_peer_urls; /* --listen-peer-urls */
 	size_t nlisten_peer_urls;
 	ms_peer *initial_cluster;
 	size_t ninitial_cluster;
-	bool initial_cluster_new;           /* --initial-cluster-state new */
+	bool initial_cluster_new; /* --initial-cluster-state new */
 	const char *initial_cluster_token;
 	size_t max_request_bytes;
 	int max_txn_ops;
 	int64_t quota_backend_bytes;
 	int heartbeat_ms, election_ms;
 	uint64_t snapshot_count;
-	int reader_threads;                 /* 0 = 2 */
-	bool strict_reconfig_check;         /* --strict-reconfig-check */
-	int64_t watch_progress_notify_ns;   /* --experimental-watch-progress-notify-interval; 0 = 10 min */
+	int reader_threads;               /* 0 = 2 */
+	bool strict_reconfig_check;       /* --strict-reconfig-check */
+	int64_t watch_progress_notify_ns; /* --experimental-watch-progress-notify-interval; 0 = 10 min */
 	/* loop: this member has published itself through raft and may serve
 	 * clients (etcd's ReadyNotify). */
 	void (*on_ready)(void *ud);
@@ -70,7 +70,7 @@ void ms_server_free(ms_server *s);
 uint64_t ms_server_id(const ms_server *s);
 uint64_t ms_server_cluster_id(const ms_server *s);
 uint64_t ms_server_term(const ms_server *s);
-uint64_t ms_server_leader(const ms_server *s);  /* 0 = none known */
+uint64_t ms_server_leader(const ms_server *s); /* 0 = none known */
 /* Fills cluster_id, member_id, raft_term (and revision when rev >= 0). */
 void ms_server_fill_header(const ms_server *s, Etcdserverpb__ResponseHeader *h, int64_t rev);
 size_t ms_server_max_request_bytes(const ms_server *s);
@@ -102,13 +102,11 @@ typedef void (*ms_done_fn)(void *arg, int code, ProtobufCMessage *resp, const ch
  * timeout. The response type follows the request: PutResponse,
  * DeleteRangeResponse, TxnResponse, CompactionResponse, LeaseGrantResponse,
  * LeaseRevokeResponse. */
-int ms_server_propose(ms_server *s, Msinternal__InternalRequest *req, int64_t deadline, ms_done_fn done,
-		      void *arg);
+int ms_server_propose(ms_server *s, Msinternal__InternalRequest *req, int64_t deadline, ms_done_fn done, void *arg);
 /* Range; ownership of r moves to the server (freed with ms_pb_allocator).
  * Linearizable unless r->serializable: waits for a ReadIndex and for apply to
  * reach it, then reads on a reader thread. */
-int ms_server_range(ms_server *s, Etcdserverpb__RangeRequest *r, int64_t deadline, ms_done_fn done,
-		    void *arg);
+int ms_server_range(ms_server *s, Etcdserverpb__RangeRequest *r, int64_t deadline, ms_done_fn done, void *arg);
 /* HashKV at rev (0 = current), computed on a reader thread. */
 int ms_server_hash_kv(ms_server *s, int64_t rev, ms_done_fn done, void *arg);
 /* Waits (on a reader thread) until the physical removal for a compaction
@@ -121,11 +119,11 @@ int ms_server_move_leader(ms_server *s, uint64_t target, int64_t deadline, ms_do
 /* Membership (Cluster service), with etcd's checks and errors. The answer
  * (MemberAdd/Remove/Promote/UpdateResponse) comes once the change is applied. */
 int ms_server_member_add(ms_server *s, char **urls, size_t nurls, bool learner, int64_t deadline, ms_done_fn done,
-			 void *arg);
+                         void *arg);
 int ms_server_member_remove(ms_server *s, uint64_t id, int64_t deadline, ms_done_fn done, void *arg);
 int ms_server_member_promote(ms_server *s, uint64_t id, int64_t deadline, ms_done_fn done, void *arg);
-int ms_server_member_update(ms_server *s, uint64_t id, char **urls, size_t nurls, int64_t deadline,
-			    ms_done_fn done, void *arg);
+int ms_server_member_update(ms_server *s, uint64_t id, char **urls, size_t nurls, int64_t deadline, ms_done_fn done,
+                            void *arg);
 /* A linearizable barrier (ReadIndex + wait for apply): for /health. */
 int ms_server_read_barrier(ms_server *s, int64_t deadline, ms_done_fn done, void *arg);
 

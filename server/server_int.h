@@ -16,8 +16,8 @@ typedef struct waiter {
 	int64_t deadline;
 	ms_done_fn done;
 	void *arg;
-	struct waiter *hnext;          /* hash chain */
-	struct waiter *prev, *next;    /* all waiters, for the deadline sweep */
+	struct waiter *hnext;       /* hash chain */
+	struct waiter *prev, *next; /* all waiters, for the deadline sweep */
 } waiter;
 
 typedef struct move_wait {
@@ -43,7 +43,7 @@ typedef struct read_req {
 	Etcdserverpb__RangeRequest *range; /* owned */
 	int64_t rev;                       /* HASHKV */
 	int64_t deadline;
-	uint64_t index;                    /* read index, once known */
+	uint64_t index; /* read index, once known */
 	ms_done_fn done;
 	void *arg;
 	/* filled by the reader thread */
@@ -90,14 +90,14 @@ struct ms_server {
 	void *peer_calls; /* peer.c's pending calls */
 
 	/* linearizable reads (loop thread) */
-	read_req *reads_queued;      /* waiting for the next ReadIndex round */
-	read_req *reads_inflight;    /* the round in flight */
-	uint64_t read_round_id;      /* id of the round in flight (0 = none) */
+	read_req *reads_queued;   /* waiting for the next ReadIndex round */
+	read_req *reads_inflight; /* the round in flight */
+	uint64_t read_round_id;   /* id of the round in flight (0 = none) */
 	uint64_t next_read_round;
-	read_req *reads_wait_apply;  /* read index known, waiting for apply */
+	read_req *reads_wait_apply; /* read index known, waiting for apply */
 
 	/* threads */
-	ms_queue *results_q;         /* apply -> loop */
+	ms_queue *results_q; /* apply -> loop */
 	struct event *results_ev;
 	ms_queue *read_q, *read_done_q; /* loop -> readers -> loop */
 	struct event *read_done_ev;
@@ -108,8 +108,8 @@ struct ms_server {
 	_Atomic uint64_t applied_index;
 	_Atomic uint64_t atomic_term, atomic_leader;
 
-	struct ms_lease_srv *lease;  /* lease_srv.c */
-	struct ms_watch_srv *watch;  /* watch_srv.c */
+	struct ms_lease_srv *lease; /* lease_srv.c */
+	struct ms_watch_srv *watch; /* watch_srv.c */
 };
 
 /* lease_srv.c: the lease manager's wiring. init in ms_server_new (after the
@@ -149,13 +149,13 @@ uint8_t *ms_members_pack(const Etcdserverpb__MemberListResponse *m, size_t *len)
 /* apply thread: applies a membership change (conf change entry, or upd for
  * MemberUpdate); true when the list changed. *resp: the proposer's answer. */
 bool ms_members_apply_change(ms_server *s, raft_node_cc_type type, uint64_t id, const Etcdserverpb__Member *rec,
-			     const Etcdserverpb__MemberUpdateRequest *upd, ProtobufCMessage **resp);
+                             const Etcdserverpb__MemberUpdateRequest *upd, ProtobufCMessage **resp);
 /* peer.c: requests to another member outside the log (loop thread).
  * done(arg, code, packed response, len): code 0, MS_ETIMEOUT, or the
  * responder's MS_E* code. */
 typedef void (*ms_peer_done_fn)(void *arg, int code, const uint8_t *resp, size_t len);
-int ms_server_peer_call(ms_server *s, uint64_t to, Msinternal__PeerRequest *req, int64_t deadline,
-			ms_peer_done_fn done, void *arg);
+int ms_server_peer_call(ms_server *s, uint64_t to, Msinternal__PeerRequest *req, int64_t deadline, ms_peer_done_fn done,
+                        void *arg);
 void ms_server_peer_sweep(ms_server *s, int64_t now);
 void ms_server_on_peer(void *ud, uint64_t from, bool response, const uint8_t *data, size_t len);
 /* lease_srv.c: reload the lease manager from the store (after a snapshot). */

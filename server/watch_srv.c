@@ -30,7 +30,7 @@
 #include "watch/watch.h"
 
 #define CU_THREADS 2
-#define CU_MAX_EVENTS 1000   /* events per catch-up read (ends on a revision boundary) */
+#define CU_MAX_EVENTS 1000 /* events per catch-up read (ends on a revision boundary) */
 #define TICK_MAX_MS 250
 #define GRPC_OVERHEAD_BYTES (512 * 1024) /* etcd: fragment limit = max-request-bytes + this */
 
@@ -47,16 +47,16 @@ struct ms_watch {
 	watch_stream *hs;
 	ms_watch_sink sink;
 	void *ud;
-	int refs;          /* the client stream + a catch-up job in flight */
+	int refs; /* the client stream + a catch-up job in flight */
 	bool closed;
 	bool wait_drain;
-	cu_job *job;       /* in flight */
+	cu_job *job; /* in flight */
 	struct ms_watch *prev, *next;
 };
 
 struct cu_job {
 	ms_watch *w;
-	bool stale;        /* its watcher was canceled meanwhile */
+	bool stale; /* its watcher was canceled meanwhile */
 	int64_t id;
 	uint8_t *key, *end;
 	size_t key_len, end_len;
@@ -86,9 +86,15 @@ struct ms_watch_srv {
 	size_t frag_limit;
 };
 
-static int64_t watch_clock(void *ud) { return ms_now_mono_ns(); }
+static int64_t watch_clock(void *ud)
+{
+	return ms_now_mono_ns();
+}
 
-static void ev_free(Mvccpb__Event *ev) { protobuf_c_message_free_unpacked(&ev->base, &ms_pb_allocator); }
+static void ev_free(Mvccpb__Event *ev)
+{
+	protobuf_c_message_free_unpacked(&ev->base, &ms_pb_allocator);
+}
 
 static void watch_unref(ms_watch *w)
 {
@@ -111,7 +117,10 @@ static void job_free(cu_job *j)
 
 /* ---- building and sending responses (loop) ---- */
 
-static bool stream_slow(const ms_watch *w) { return w->sink.pending(w->ud) > MS_WATCH_SLOW_BYTES; }
+static bool stream_slow(const ms_watch *w)
+{
+	return w->sink.pending(w->ud) > MS_WATCH_SLOW_BYTES;
+}
 
 static int send_resp(ms_watch *w, Etcdserverpb__WatchResponse *r)
 {
@@ -130,7 +139,7 @@ static int send_resp(ms_watch *w, Etcdserverpb__WatchResponse *r)
 /* A control reply (created / canceled / progress) with header revision rev
  * (rev < 0: header with revision 0, as etcd's compacted cancel). */
 static int send_ctrl(ms_watch *w, int64_t id, int64_t rev, bool created, bool canceled, int64_t compact_rev,
-		     const char *reason)
+                     const char *reason)
 {
 	Etcdserverpb__WatchResponse r = ETCDSERVERPB__WATCH_RESPONSE__INIT;
 	Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
@@ -147,7 +156,7 @@ static int send_ctrl(ms_watch *w, int64_t id, int64_t rev, bool created, bool ca
 /* Sends events (one revision, or a catch-up batch) for watcher id, split in
  * fragments when the watcher asked for them and the reply is too large. */
 static int send_events(ms_watch *w, int64_t id, int64_t rev, Mvccpb__Event *const *evs, size_t n, bool prev_kv,
-		       bool fragment)
+                       bool fragment)
 {
 	/* without prev_kv the shared events are sent through shallow copies */
 	Mvccpb__Event *copies = NULL, **ptrs = (Mvccpb__Event **)evs;
@@ -256,11 +265,11 @@ static void *cu_main(void *arg)
 				return NULL;
 			}
 			ms_queue_kick(ws->cu_q);
-			ms_err err = { 0 };
+			ms_err err = {0};
 			/* etcd: a catch-up reply's header carries the revision read up to */
 			j->hdr_rev = engine_current_rev(e);
 			j->code = engine_history(e, j->key, j->key_len, j->end, j->end_len, j->from, j->hdr_rev,
-						 j->prev_kv, CU_MAX_EVENTS, cu_collect, j, &j->next_rev, &err);
+			                         j->prev_kv, CU_MAX_EVENTS, cu_collect, j, &j->next_rev, &err);
 			if (j->code == MS_ECOMPACTED)
 				j->compact_rev = engine_compact_rev(e);
 			else if (j->code)
@@ -332,10 +341,11 @@ static void on_cu_done(evutil_socket_t fd, short what, void *arg)
 			} else if (j->code) {
 				/* a read error: the watcher cannot continue without a gap */
 				send_ctrl(w, j->id, engine_current_rev(ws->s->eng), false, true, 0,
-					  "etcdserver: mvcc: watch catch-up failed");
+				          "etcdserver: mvcc: watch catch-up failed");
 				watch_hub_remove(ws->hub, w->hs, j->id);
 			} else {
-				int rc = j->n ? send_events(w, j->id, j->hdr_rev, j->evs, j->n, j->prev_kv, j->fragment) : 0;
+				int rc =
+				    j->n ? send_events(w, j->id, j->hdr_rev, j->evs, j->n, j->prev_kv, j->fragment) : 0;
 				if (rc == 0)
 					watch_hub_caught_up(ws->hub, w->hs, j->id, j->next_rev);
 				else
@@ -367,7 +377,7 @@ void ms_server_on_events(void *arg, int64_t rev, Mvccpb__Event **evs, size_t n)
 
 static void feed_one(struct ms_watch_srv *ws, feed_item *it)
 {
-	ms_err err = { 0 };
+	ms_err err = {0};
 	int rc = watch_hub_feed(ws->hub, it->rev, it->evs, it->n, &ws->batch, &err);
 	if (rc) {
 		MS_ERROR("mvcc", "watch feed of revision %lld failed: %s", (long long)it->rev, err.msg);
@@ -381,8 +391,8 @@ static void feed_one(struct ms_watch_srv *ws, feed_item *it)
 		if (w->wait_drain || stream_slow(w) ||
 		    send_events(w, o->id, o->rev, o->evs, o->nevs, o->prev_kv, o->fragment) != 0) {
 			/* not sent: this watcher resumes from history at this revision */
-			MS_DEBUG("mvcc", "slow watch stream: watcher %lld resumes from history at %lld", (long long)o->id,
-				 (long long)o->rev);
+			MS_DEBUG("mvcc", "slow watch stream: watcher %lld resumes from history at %lld",
+			         (long long)o->id, (long long)o->rev);
 			watch_hub_unsync(ws->hub, w->hs, o->id, o->rev);
 			if (!w->wait_drain && !stream_slow(w))
 				w->wait_drain = true; /* the send failed: retried from the periodic tick */
@@ -412,7 +422,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	struct ms_watch_srv *ws = arg;
 	int64_t now = ms_now_mono_ns();
 	if (now >= ws->progress_due) {
-		ms_err err = { 0 };
+		ms_err err = {0};
 		int64_t due = INT64_MAX;
 		if (watch_hub_progress(ws->hub, &ws->batch, &due, &err) == 0) {
 			for (size_t i = 0; i < ws->batch.n; i++) {
@@ -454,7 +464,8 @@ int ms_watch_srv_init(ms_server *s, ms_err *err)
 	ws->progress_ns = progress_interval_ns(s);
 	ws->frag_limit = s->cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
 	watch_batch_init(&ws->batch);
-	watch_cfg cfg = { .now = watch_clock, .progress_interval_ns = ws->progress_ns, .rev = engine_current_rev(s->eng) };
+	watch_cfg cfg = {
+	    .now = watch_clock, .progress_interval_ns = ws->progress_ns, .rev = engine_current_rev(s->eng)};
 	int rc = watch_hub_new(&cfg, &ws->hub, err);
 	if (rc)
 		return rc;
@@ -473,7 +484,7 @@ int ms_watch_srv_start(ms_server *s, ms_err *err)
 	if (!ws->feed_ev || !ws->cu_done_ev || !ws->tick_ev)
 		return ms_err_set(err, MS_ENOMEM, "out of memory");
 	int64_t tick_ms = MS_MAX(10, MS_MIN(TICK_MAX_MS, ws->progress_ns / 4000000));
-	struct timeval tv = { tick_ms / 1000, (tick_ms % 1000) * 1000 };
+	struct timeval tv = {tick_ms / 1000, (tick_ms % 1000) * 1000};
 	event_add(ws->feed_ev, NULL);
 	event_add(ws->cu_done_ev, NULL);
 	event_add(ws->tick_ev, &tv);
@@ -572,16 +583,16 @@ static int watch_create(ms_watch *w, const Etcdserverpb__WatchCreateRequest *c)
 	struct ms_watch_srv *ws = w->ws;
 	int64_t cur = engine_current_rev(ws->s->eng);
 	watch_spec spec = {
-		.key = c->key.data,
-		.key_len = c->key.len,
-		.range_end = c->range_end.data,
-		.range_end_len = c->range_end.len,
-		.id = c->watch_id,
-		/* 0 = right after the created reply's header revision */
-		.start_rev = c->start_revision ? c->start_revision : cur + 1,
-		.prev_kv = c->prev_kv,
-		.progress_notify = c->progress_notify,
-		.fragment = c->fragment,
+	    .key = c->key.data,
+	    .key_len = c->key.len,
+	    .range_end = c->range_end.data,
+	    .range_end_len = c->range_end.len,
+	    .id = c->watch_id,
+	    /* 0 = right after the created reply's header revision */
+	    .start_rev = c->start_revision ? c->start_revision : cur + 1,
+	    .prev_kv = c->prev_kv,
+	    .progress_notify = c->progress_notify,
+	    .fragment = c->fragment,
 	};
 	for (size_t i = 0; i < c->n_filters; i++) {
 		if (c->filters[i] == ETCDSERVERPB__WATCH_CREATE_REQUEST__FILTER_TYPE__NOPUT)
@@ -591,7 +602,7 @@ static int watch_create(ms_watch *w, const Etcdserverpb__WatchCreateRequest *c)
 	}
 	int64_t id = -1;
 	bool synced = true;
-	ms_err err = { 0 };
+	ms_err err = {0};
 	int rc = watch_hub_add(ws->hub, w->hs, &spec, &id, &synced, &err);
 	if (rc == MS_EINVAL || rc == MS_EEXIST)
 		/* etcd: created and canceled at once, id -1, the reason in the reply */

@@ -17,8 +17,8 @@ enum { W_EXACT, W_RANGE, W_FROMKEY };
 struct watcher {
 	watch_stream *ws;
 	int64_t id;
-	uint64_t seq;           /* hub-unique: tie-break in the treap */
-	uint8_t *key;           /* key then range_end, one allocation */
+	uint64_t seq; /* hub-unique: tie-break in the treap */
+	uint8_t *key; /* key then range_end, one allocation */
 	size_t key_len;
 	uint8_t *end;
 	size_t end_len;
@@ -26,7 +26,7 @@ struct watcher {
 	int64_t next_rev;
 	unsigned filters;
 	bool prev_kv, progress_notify, fragment, synced;
-	int64_t last_sent;      /* clock ns of the last response (progress) */
+	int64_t last_sent; /* clock ns of the last response (progress) */
 	/* exact: watchers of the same key, head stored in the table */
 	watcher *eq_prev, *eq_next;
 	/* range / from-key: treap node */
@@ -45,7 +45,7 @@ struct watcher {
 struct watch_stream {
 	watch_hub *hub;
 	void *owner;
-	watch_tab byid;         /* watcher * by id */
+	watch_tab byid; /* watcher * by id */
 	watcher *all, *unsynced;
 	int64_t next_auto;
 };
@@ -54,8 +54,8 @@ struct watch_hub {
 	pthread_mutex_t mu;
 	watch_cfg cfg;
 	int64_t rev;
-	watch_tab exact;        /* head watcher * by key */
-	watcher *ranges;        /* treap root */
+	watch_tab exact; /* head watcher * by key */
+	watcher *ranges; /* treap root */
 	watcher *progress;
 	size_t count, nstreams;
 	uint64_t seq, stamp;
@@ -90,7 +90,10 @@ static bool id_eq(const void *entry, const void *key)
 	return ((const watcher *)entry)->id == *(const int64_t *)key;
 }
 
-static uint64_t id_hash(int64_t id) { return watch_hash_u64((uint64_t)id); }
+static uint64_t id_hash(int64_t id)
+{
+	return watch_hash_u64((uint64_t)id);
+}
 
 /* ---- the interval treap ---- */
 
@@ -214,7 +217,7 @@ static void treap_stab(watcher *t, const uint8_t *key, size_t len, visit_fn fn, 
 
 static void match_locked(watch_hub *h, const uint8_t *key, size_t len, visit_fn fn, void *arg)
 {
-	keyref k = { key, len };
+	keyref k = {key, len};
 	for (watcher *w = watch_tab_find(&h->exact, watch_hash_bytes(key, len), exact_eq, &k); w; w = w->eq_next)
 		fn(arg, w);
 	treap_stab(h->ranges, key, len, fn, arg);
@@ -222,23 +225,23 @@ static void match_locked(watch_hub *h, const uint8_t *key, size_t len, visit_fn 
 
 /* ---- lists ---- */
 
-#define LIST_PUSH(head, w, P, N)                                                                           \
-	do {                                                                                               \
-		(w)->P = NULL;                                                                             \
-		(w)->N = (head);                                                                           \
-		if (head)                                                                                  \
-			(head)->P = (w);                                                                   \
-		(head) = (w);                                                                              \
+#define LIST_PUSH(head, w, P, N)                                                                                       \
+	do {                                                                                                           \
+		(w)->P = NULL;                                                                                         \
+		(w)->N = (head);                                                                                       \
+		if (head)                                                                                              \
+			(head)->P = (w);                                                                               \
+		(head) = (w);                                                                                          \
 	} while (0)
-#define LIST_DEL(head, w, P, N)                                                                            \
-	do {                                                                                               \
-		if ((w)->P)                                                                                \
-			(w)->P->N = (w)->N;                                                                \
-		else                                                                                       \
-			(head) = (w)->N;                                                                   \
-		if ((w)->N)                                                                                \
-			(w)->N->P = (w)->P;                                                                \
-		(w)->P = (w)->N = NULL;                                                                    \
+#define LIST_DEL(head, w, P, N)                                                                                        \
+	do {                                                                                                           \
+		if ((w)->P)                                                                                            \
+			(w)->P->N = (w)->N;                                                                            \
+		else                                                                                                   \
+			(head) = (w)->N;                                                                               \
+		if ((w)->N)                                                                                            \
+			(w)->N->P = (w)->P;                                                                            \
+		(w)->P = (w)->N = NULL;                                                                                \
 	} while (0)
 
 static void set_unsynced(watcher *w, int64_t from)
@@ -345,7 +348,7 @@ static void unlink_watcher(watch_hub *h, watcher *w)
 				w->eq_next->eq_prev = w->eq_prev;
 		} else {
 			/* w heads its key's group in the table: hand the slot on */
-			keyref k = { w->key, w->key_len };
+			keyref k = {w->key, w->key_len};
 			uint64_t hh = watch_hash_bytes(w->key, w->key_len);
 			watcher *got = watch_tab_remove(&h->exact, hh, exact_eq, &k);
 			MS_ASSERT(got == w);
@@ -401,8 +404,7 @@ static watcher *find_watcher(watch_stream *ws, int64_t id)
 	return watch_tab_find(&ws->byid, id_hash(id), id_eq, &id);
 }
 
-int watch_hub_add(watch_hub *h, watch_stream *ws, const watch_spec *spec, int64_t *id, bool *synced,
-		  ms_err *err)
+int watch_hub_add(watch_hub *h, watch_stream *ws, const watch_spec *spec, int64_t *id, bool *synced, ms_err *err)
 {
 	MS_ASSERT(ws->hub == h);
 	static const uint8_t zero = 0;
@@ -461,7 +463,7 @@ int watch_hub_add(watch_hub *h, watch_stream *ws, const watch_spec *spec, int64_
 		goto fail_locked;
 	}
 	if (kind == W_EXACT) {
-		keyref k = { w->key, w->key_len };
+		keyref k = {w->key, w->key_len};
 		uint64_t hh = watch_hash_bytes(w->key, w->key_len);
 		watcher *head = watch_tab_find(&h->exact, hh, exact_eq, &k);
 		if (head) {
@@ -537,7 +539,7 @@ static void visit_public(void *arg, watcher *w)
 
 void watch_hub_match(watch_hub *h, const uint8_t *key, size_t key_len, watch_match_fn fn, void *arg)
 {
-	match_ctx c = { fn, arg };
+	match_ctx c = {fn, arg};
 	pthread_mutex_lock(&h->mu);
 	match_locked(h, key, key_len, visit_public, &c);
 	pthread_mutex_unlock(&h->mu);
@@ -545,7 +547,10 @@ void watch_hub_match(watch_hub *h, const uint8_t *key, size_t key_len, watch_mat
 
 /* ---- batches ---- */
 
-void watch_batch_init(watch_batch *b) { memset(b, 0, sizeof *b); }
+void watch_batch_init(watch_batch *b)
+{
+	memset(b, 0, sizeof *b);
+}
 
 void watch_batch_free(watch_batch *b)
 {
@@ -576,7 +581,7 @@ typedef struct feed_ctx {
 	watch_hub *h;
 	watch_batch *b;
 	int64_t rev;
-	size_t ev;              /* index of the event being matched */
+	size_t ev; /* index of the event being matched */
 	int type;
 	int rc;
 } feed_ctx;
@@ -598,8 +603,7 @@ static void visit_feed(void *arg, watcher *w)
 	b->tmp[b->tmpn++] = (void *)(uintptr_t)c->ev;
 }
 
-int watch_hub_feed(watch_hub *h, int64_t rev, struct Mvccpb__Event *const *evs, size_t n, watch_batch *b,
-		   ms_err *err)
+int watch_hub_feed(watch_hub *h, int64_t rev, struct Mvccpb__Event *const *evs, size_t n, watch_batch *b, ms_err *err)
 {
 	b->n = 0;
 	b->tmpn = 0;
@@ -607,9 +611,9 @@ int watch_hub_feed(watch_hub *h, int64_t rev, struct Mvccpb__Event *const *evs, 
 	if (rev <= h->rev) {
 		pthread_mutex_unlock(&h->mu);
 		return ms_err_set(err, MS_EINVAL, "watch: revision %lld fed after %lld", (long long)rev,
-				  (long long)h->rev);
+		                  (long long)h->rev);
 	}
-	feed_ctx c = { .h = h, .b = b, .rev = rev };
+	feed_ctx c = {.h = h, .b = b, .rev = rev};
 	for (size_t i = 0; i < n && !c.rc; i++) {
 		const Mvccpb__Event *e = evs[i];
 		if (!e || !e->kv)
@@ -744,9 +748,12 @@ int watch_hub_progress(watch_hub *h, watch_batch *b, int64_t *next_due, ms_err *
 				rc = ms_err_set(err, MS_ENOMEM, "watch: out of memory");
 				break;
 			}
-			b->out[b->n++] = (watch_out){ .owner = w->ws->owner, .stream = w->ws, .id = w->id,
-						      .rev = h->rev, .prev_kv = w->prev_kv,
-						      .fragment = w->fragment };
+			b->out[b->n++] = (watch_out){.owner = w->ws->owner,
+			                             .stream = w->ws,
+			                             .id = w->id,
+			                             .rev = h->rev,
+			                             .prev_kv = w->prev_kv,
+			                             .fragment = w->fragment};
 			w->last_sent = now;
 		}
 		/* unsynced watchers are looked at again one interval from now */

@@ -66,10 +66,10 @@ typedef struct watch_stream watch_stream;
 typedef int64_t (*watch_now_fn)(void *ud); /* injected monotonic clock, ns */
 
 typedef struct watch_cfg {
-	watch_now_fn now;              /* required */
+	watch_now_fn now; /* required */
 	void *now_ud;
-	int64_t progress_interval_ns;  /* progress_notify period; 0 -> 10 min (etcd's default) */
-	int64_t rev;                   /* the store's current revision when the hub starts */
+	int64_t progress_interval_ns; /* progress_notify period; 0 -> 10 min (etcd's default) */
+	int64_t rev;                  /* the store's current revision when the hub starts */
 } watch_cfg;
 
 /* WatchCreateRequest.filters as bits: NOPUT = enum 0, NODELETE = enum 1. */
@@ -80,13 +80,13 @@ typedef struct watch_spec {
 	size_t key_len;
 	const uint8_t *range_end;
 	size_t range_end_len;
-	int64_t id;             /* watch_id: 0 = pick one (per stream from 0 up, skipping those in use) */
-	int64_t start_rev;      /* 0 = after the last revision fed to the hub. The server
-				   should pass engine_current_rev() + 1 for a client's 0, so
-				   the watcher starts right after its created reply's header
-				   revision even if committed revisions are still on their
-				   way to the hub. */
-	unsigned filters;       /* WATCH_NOPUT | WATCH_NODELETE */
+	int64_t id;        /* watch_id: 0 = pick one (per stream from 0 up, skipping those in use) */
+	int64_t start_rev; /* 0 = after the last revision fed to the hub. The server
+	                      should pass engine_current_rev() + 1 for a client's 0, so
+	                      the watcher starts right after its created reply's header
+	                      revision even if committed revisions are still on their
+	                      way to the hub. */
+	unsigned filters;  /* WATCH_NOPUT | WATCH_NODELETE */
 	bool prev_kv;
 	bool progress_notify;
 	bool fragment;
@@ -96,13 +96,13 @@ typedef struct watch_spec {
  * the watcher is removed (which only its stream's worker does). */
 typedef struct watch_info {
 	watch_stream *stream;
-	void *owner;            /* what the stream was opened with */
+	void *owner; /* what the stream was opened with */
 	int64_t id;
-	const uint8_t *key;     /* normalised: never empty */
+	const uint8_t *key; /* normalised: never empty */
 	size_t key_len;
 	const uint8_t *range_end; /* empty = single key; "\0" = from key */
 	size_t range_end_len;
-	int64_t next_rev;       /* first revision not yet delivered */
+	int64_t next_rev; /* first revision not yet delivered */
 	unsigned filters;
 	bool prev_kv, progress_notify, fragment;
 	bool synced;
@@ -116,7 +116,7 @@ typedef struct watch_out {
 	void *owner;
 	watch_stream *stream;
 	int64_t id;
-	int64_t rev;            /* header revision */
+	int64_t rev; /* header revision */
 	bool prev_kv;
 	bool fragment;
 	struct Mvccpb__Event **evs;
@@ -160,8 +160,7 @@ size_t watch_stream_count(watch_stream *ws);
  * when range_end (not empty, not "\0") <= key; MS_EEXIST "mvcc: duplicate
  * watch ID provided on the WatchStream" for an explicit id in use on ws;
  * MS_ENOMEM. */
-int watch_hub_add(watch_hub *h, watch_stream *ws, const watch_spec *spec, int64_t *id, bool *synced,
-		  ms_err *err);
+int watch_hub_add(watch_hub *h, watch_stream *ws, const watch_spec *spec, int64_t *id, bool *synced, ms_err *err);
 /* Removes watcher id of ws. MS_ENOTFOUND for an unknown id (etcd sends no
  * reply then). */
 int watch_hub_remove(watch_hub *h, watch_stream *ws, int64_t id);
@@ -178,8 +177,7 @@ void watch_hub_match(watch_hub *h, const uint8_t *key, size_t key_len, watch_mat
  * the txn's order, filters applied; outputs in the order of each watcher's
  * first event. Delivered watchers advance to rev + 1. MS_ENOMEM leaves the
  * hub unchanged (the caller may retry or unsync the affected streams). */
-int watch_hub_feed(watch_hub *h, int64_t rev, struct Mvccpb__Event *const *evs, size_t n, watch_batch *b,
-		   ms_err *err);
+int watch_hub_feed(watch_hub *h, int64_t rev, struct Mvccpb__Event *const *evs, size_t n, watch_batch *b, ms_err *err);
 
 /* Up to max of ws's unsynced watchers into out; returns how many. */
 size_t watch_stream_unsynced(watch_stream *ws, watch_info *out, size_t max);

@@ -26,11 +26,20 @@ static inline uint64_t sim_rng_next(uint64_t *s)
 	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
 	return z ^ (z >> 31);
 }
-static inline uint64_t sim_rand(uint64_t *s, uint64_t n) { return n ? sim_rng_next(s) % n : 0; }
+static inline uint64_t sim_rand(uint64_t *s, uint64_t n)
+{
+	return n ? sim_rng_next(s) % n : 0;
+}
 /* true with probability permille/1000 */
-static inline bool sim_chance(uint64_t *s, unsigned permille) { return sim_rand(s, 1000) < permille; }
+static inline bool sim_chance(uint64_t *s, unsigned permille)
+{
+	return sim_rand(s, 1000) < permille;
+}
 
-static uint64_t sim_core_rand(void *ud, uint64_t n) { return sim_rand((uint64_t *)ud, n); }
+static uint64_t sim_core_rand(void *ud, uint64_t n)
+{
+	return sim_rand((uint64_t *)ud, n);
+}
 
 static uint64_t sim_hash(raft_entry_type t, const uint8_t *d, size_t n)
 {
@@ -134,10 +143,10 @@ enum { SIM_OP_WRITE = 1, SIM_OP_READ = 2 };
 typedef struct sim_op {
 	int type;
 	int key;
-	uint64_t value;   /* write: the value (= op id); read: the result */
+	uint64_t value;     /* write: the value (= op id); read: the result */
 	uint64_t inv, resp; /* steps; resp 0 = no response */
-	uint64_t index;   /* write: log index where it applied (0 = never seen) */
-	bool failed;      /* refused at invocation: no effect */
+	uint64_t index;     /* write: log index where it applied (0 = never seen) */
+	bool failed;        /* refused at invocation: no effect */
 } sim_op;
 
 typedef struct sim_applied {
@@ -153,14 +162,14 @@ typedef struct sim_it {
 typedef struct sim_opts {
 	size_t n;
 	bool pre_vote, check_quorum;
-	unsigned drop, dup;   /* permille per message */
-	unsigned max_delay;   /* steps */
-	unsigned crash;       /* permille per step */
-	unsigned partition;   /* permille per step */
-	unsigned compact;     /* permille per step per node */
-	unsigned client;      /* permille per step */
-	unsigned conf;        /* permille per step: membership churn (needs n > voters) */
-	size_t voters;        /* initial voters (0 = all n) */
+	unsigned drop, dup; /* permille per message */
+	unsigned max_delay; /* steps */
+	unsigned crash;     /* permille per step */
+	unsigned partition; /* permille per step */
+	unsigned compact;   /* permille per step per node */
+	unsigned client;    /* permille per step */
+	unsigned conf;      /* permille per step: membership churn (needs n > voters) */
+	size_t voters;      /* initial voters (0 = all n) */
 	size_t max_inflight;
 	size_t max_entries;
 	bool verbose;
@@ -199,16 +208,26 @@ SIM_FN void sim_fail(sim *s, const char *fmt, ...)
 		return;
 	s->failed = true;
 	int n = snprintf(s->why, sizeof s->why, "seed=%llu step=%llu: ", (unsigned long long)s->seed,
-			 (unsigned long long)s->step);
+	                 (unsigned long long)s->step);
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(s->why + n, sizeof s->why - (size_t)n, fmt, ap);
 	va_end(ap);
 }
 
-#define SIM_LOG(s, ...) do { if ((s)->o.verbose) { printf("[%llu] ", (unsigned long long)(s)->step); printf(__VA_ARGS__); printf("\n"); } } while (0)
+#define SIM_LOG(s, ...)                                                                                                \
+	do {                                                                                                           \
+		if ((s)->o.verbose) {                                                                                  \
+			printf("[%llu] ", (unsigned long long)(s)->step);                                              \
+			printf(__VA_ARGS__);                                                                           \
+			printf("\n");                                                                                  \
+		}                                                                                                      \
+	} while (0)
 
-static sim_node *sim_node_get(sim *s, uint64_t id) { return id >= 1 && id <= s->o.n ? &s->nodes[id - 1] : NULL; }
+static sim_node *sim_node_get(sim *s, uint64_t id)
+{
+	return id >= 1 && id <= s->o.n ? &s->nodes[id - 1] : NULL;
+}
 
 /* ---- network ---- */
 static void sim_net_reserve(sim *s)
@@ -232,7 +251,7 @@ static void sim_net_push(sim *s, const raft_msg *m, uint64_t delay, bool lost)
 		sim_node *from = sim_node_get(s, m->from);
 		if (from->img_index != m->snapshot.index)
 			sim_fail(s, "node %llu sends SNAP %llu but its image is at %llu", (unsigned long long)m->from,
-				 (unsigned long long)m->snapshot.index, (unsigned long long)from->img_index);
+			         (unsigned long long)m->snapshot.index, (unsigned long long)from->img_index);
 		sm->has_kv = true;
 		memcpy(sm->kv, from->img_kv, sizeof sm->kv);
 	}
@@ -266,7 +285,7 @@ static void sim_note_leader(sim *s, sim_node *n)
 	}
 	if (s->leaders[term] && s->leaders[term] != n->id)
 		sim_fail(s, "election safety: term %llu has leaders %llu and %llu", (unsigned long long)term,
-			 (unsigned long long)s->leaders[term], (unsigned long long)n->id);
+		         (unsigned long long)s->leaders[term], (unsigned long long)n->id);
 	if (!s->leaders[term]) {
 		s->elections++;
 		SIM_LOG(s, "node %llu leader term %llu", (unsigned long long)n->id, (unsigned long long)term);
@@ -289,7 +308,8 @@ static void sim_note_entry(sim *s, const raft_entry *e)
 		for (size_t i = 0; i < oc; i++) {
 			if (!old[i].used)
 				continue;
-			size_t h = (size_t)((old[i].index * 31 + old[i].term) * 0x9E3779B97F4A7C15ull) & (s->it_cap - 1);
+			size_t h =
+			    (size_t)((old[i].index * 31 + old[i].term) * 0x9E3779B97F4A7C15ull) & (s->it_cap - 1);
 			while (s->it[h].used)
 				h = (h + 1) & (s->it_cap - 1);
 			s->it[h] = old[i];
@@ -302,8 +322,8 @@ static void sim_note_entry(sim *s, const raft_entry *e)
 	while (s->it[h].used) {
 		if (s->it[h].index == e->index && s->it[h].term == e->term) {
 			if (s->it[h].hash != hash)
-				sim_fail(s, "two different entries at index %llu term %llu", (unsigned long long)e->index,
-					 (unsigned long long)e->term);
+				sim_fail(s, "two different entries at index %llu term %llu",
+				         (unsigned long long)e->index, (unsigned long long)e->term);
 			return;
 		}
 		h = (h + 1) & (s->it_cap - 1);
@@ -327,12 +347,14 @@ static void sim_note_applied(sim *s, const raft_entry *e)
 	if (a->set) {
 		if (a->term != e->term || a->hash != hash)
 			sim_fail(s, "state machine safety: index %llu applied as term %llu and term %llu",
-				 (unsigned long long)e->index, (unsigned long long)a->term, (unsigned long long)e->term);
+			         (unsigned long long)e->index, (unsigned long long)a->term,
+			         (unsigned long long)e->term);
 		return;
 	}
 	uint64_t ct = s->max_leader_term;
 	for (size_t i = 0; i < s->o.n; i++)
-		if (s->nodes[i].up && raft_core_role(s->nodes[i].core) == RAFT_LEADER && raft_core_term(s->nodes[i].core) > ct)
+		if (s->nodes[i].up && raft_core_role(s->nodes[i].core) == RAFT_LEADER &&
+		    raft_core_term(s->nodes[i].core) > ct)
 			ct = raft_core_term(s->nodes[i].core);
 	*a = (sim_applied){e->term, hash, ct, true};
 	if (e->index > s->max_applied)
@@ -355,7 +377,10 @@ static uint64_t sim_op_new(sim *s, int type, int key)
 	return s->n_ops; /* op ids are 1-based */
 }
 
-static sim_op *sim_op_get(sim *s, uint64_t id) { return id >= 1 && id <= s->n_ops ? &s->ops[id - 1] : NULL; }
+static sim_op *sim_op_get(sim *s, uint64_t id)
+{
+	return id >= 1 && id <= s->n_ops ? &s->ops[id - 1] : NULL;
+}
 
 /* Linearizability of each key as a register. The write order is the log
  * order (state machine safety is checked separately), so the history is
@@ -376,11 +401,12 @@ SIM_FN void sim_check_linearizable(sim *s)
 			sim_op *w = sim_op_get(s, a->value);
 			if (!w || w->type != SIM_OP_WRITE || w->key != a->key || !w->index) {
 				sim_fail(s, "op %zu: read of key %d returned %llu, never written there", i + 1, a->key,
-					 (unsigned long long)a->value);
+				         (unsigned long long)a->value);
 				return;
 			}
 			if (w->inv > a->resp)
-				sim_fail(s, "op %zu: read returned a value written later (op %llu)", i + 1, (unsigned long long)a->value);
+				sim_fail(s, "op %zu: read returned a value written later (op %llu)", i + 1,
+				         (unsigned long long)a->value);
 			ra = w->index;
 		}
 		for (size_t j = 0; j < s->n_ops; j++) {
@@ -389,16 +415,22 @@ SIM_FN void sim_check_linearizable(sim *s)
 				continue;
 			if (b->type == SIM_OP_WRITE && b->index) {
 				if (b->resp && b->resp < a->inv && b->index > ra)
-					sim_fail(s, "op %zu: stale read of key %d: write op %zu (index %llu) finished before it, read saw index %llu",
-						 i + 1, a->key, j + 1, (unsigned long long)b->index, (unsigned long long)ra);
+					sim_fail(s,
+					         "op %zu: stale read of key %d: write op %zu (index %llu) finished "
+					         "before it, read saw index %llu",
+					         i + 1, a->key, j + 1, (unsigned long long)b->index,
+					         (unsigned long long)ra);
 				if (b->inv > a->resp && b->index <= ra)
-					sim_fail(s, "op %zu: read saw index %llu, but write op %zu started after it and sits at %llu", i + 1,
-						 (unsigned long long)ra, j + 1, (unsigned long long)b->index);
+					sim_fail(s,
+					         "op %zu: read saw index %llu, but write op %zu started after it and "
+					         "sits at %llu",
+					         i + 1, (unsigned long long)ra, j + 1, (unsigned long long)b->index);
 			} else if (b->type == SIM_OP_READ && b->resp && b->resp < a->inv) {
 				uint64_t rb = b->value ? sim_op_get(s, b->value)->index : 0;
 				if (rb > ra)
-					sim_fail(s, "op %zu: read went back in time (op %zu saw index %llu, this saw %llu)", i + 1, j + 1,
-						 (unsigned long long)rb, (unsigned long long)ra);
+					sim_fail(
+					    s, "op %zu: read went back in time (op %zu saw index %llu, this saw %llu)",
+					    i + 1, j + 1, (unsigned long long)rb, (unsigned long long)ra);
 			}
 		}
 	}
@@ -409,7 +441,8 @@ SIM_FN void sim_check_linearizable(sim *s)
 		for (size_t j = 0; j < s->n_ops; j++) {
 			sim_op *b = &s->ops[j];
 			if (b->type == SIM_OP_WRITE && b->index && a->resp < b->inv && a->index >= b->index)
-				sim_fail(s, "write op %zu finished before write op %zu began but is ordered after it", i + 1, j + 1);
+				sim_fail(s, "write op %zu finished before write op %zu began but is ordered after it",
+				         i + 1, j + 1);
 		}
 	}
 }
@@ -435,8 +468,11 @@ SIM_FN void sim_check_logs(sim *s)
 				if (tx == ty)
 					matched = true;
 				else if (matched) {
-					sim_fail(s, "log matching: nodes %llu and %llu agree above index %llu but differ there",
-						 (unsigned long long)x->id, (unsigned long long)y->id, (unsigned long long)i);
+					sim_fail(
+					    s,
+					    "log matching: nodes %llu and %llu agree above index %llu but differ there",
+					    (unsigned long long)x->id, (unsigned long long)y->id,
+					    (unsigned long long)i);
 					return;
 				}
 			}
@@ -449,8 +485,10 @@ SIM_FN void sim_check_logs(sim *s)
 				if (!ap->set || ap->cterm >= term)
 					continue;
 				if (i > last || raft_core_term_at(x->core, i) != ap->term) {
-					sim_fail(s, "leader completeness: leader %llu of term %llu lacks committed index %llu",
-						 (unsigned long long)x->id, (unsigned long long)term, (unsigned long long)i);
+					sim_fail(
+					    s,
+					    "leader completeness: leader %llu of term %llu lacks committed index %llu",
+					    (unsigned long long)x->id, (unsigned long long)term, (unsigned long long)i);
 					return;
 				}
 			}
@@ -494,7 +532,8 @@ static void sim_deliver_to_core(sim *s, sim_node *n, const raft_msg *m)
 {
 	int rc = raft_core_step(n->core, m);
 	if (rc)
-		sim_fail(s, "node %llu: step %s returned %d", (unsigned long long)n->id, raft_msg_type_name(m->type), rc);
+		sim_fail(s, "node %llu: step %s returned %d", (unsigned long long)n->id, raft_msg_type_name(m->type),
+		         rc);
 	sim_node_ready(s, n);
 }
 
@@ -523,7 +562,7 @@ SIM_FN bool sim_fsync(sim *s, sim_node *n)
 		uint64_t expect = n->d_n ? n->d_ents[n->d_n - 1].index + 1 : n->d_snap.index + 1;
 		if (w->ents[0].index != expect)
 			sim_fail(s, "node %llu: write of entry %llu leaves a gap after %llu", (unsigned long long)n->id,
-				 (unsigned long long)w->ents[0].index, (unsigned long long)expect - 1);
+			         (unsigned long long)w->ents[0].index, (unsigned long long)expect - 1);
 		for (size_t i = 0; i < w->n_ents; i++) {
 			if (n->d_n == n->d_cap) {
 				n->d_cap = n->d_cap ? n->d_cap * 2 : 64;
@@ -575,8 +614,8 @@ SIM_FN bool sim_apply(sim *s, sim_node *n, size_t max)
 		if (e->index <= n->sm_applied)
 			goto next; /* already in the state machine (snapshot) */
 		if (e->index != n->sm_applied + 1)
-			sim_fail(s, "node %llu applies %llu after %llu", (unsigned long long)n->id, (unsigned long long)e->index,
-				 (unsigned long long)n->sm_applied);
+			sim_fail(s, "node %llu applies %llu after %llu", (unsigned long long)n->id,
+			         (unsigned long long)e->index, (unsigned long long)n->sm_applied);
 		sim_note_applied(s, e);
 		if (e->type == RAFT_ENTRY_NORMAL && e->len == 17) {
 			uint64_t op = ms_get_u64le(e->data);
@@ -628,8 +667,8 @@ static void sim_node_ready(sim *s, sim_node *n)
 		}
 		if (rd.snapshot) {
 			if (!n->stash || n->stash_index != rd.snapshot->index)
-				sim_fail(s, "node %llu: asked to install snapshot %llu it did not receive", (unsigned long long)n->id,
-					 (unsigned long long)rd.snapshot->index);
+				sim_fail(s, "node %llu: asked to install snapshot %llu it did not receive",
+				         (unsigned long long)n->id, (unsigned long long)rd.snapshot->index);
 			w->has_snap = true;
 			w->snap.index = rd.snapshot->index;
 			w->snap.term = rd.snapshot->term;
@@ -650,7 +689,8 @@ static void sim_node_ready(sim *s, sim_node *n)
 					n->aq[keep++] = n->aq[i];
 			}
 			n->aq_n = keep;
-			SIM_LOG(s, "node %llu installs snapshot %llu", (unsigned long long)n->id, (unsigned long long)rd.snapshot->index);
+			SIM_LOG(s, "node %llu installs snapshot %llu", (unsigned long long)n->id,
+			        (unsigned long long)rd.snapshot->index);
 		}
 		w->truncate_from = rd.truncate_from;
 		if (rd.n_entries) {
@@ -685,8 +725,9 @@ static void sim_node_ready(sim *s, sim_node *n)
 			const raft_entry *e = &rd.committed[i];
 			uint64_t prev = n->aq_n ? n->aq[n->aq_n - 1].index : 0;
 			if (prev && e->index != prev + 1)
-				sim_fail(s, "node %llu: committed entries not consecutive (%llu after %llu)", (unsigned long long)n->id,
-					 (unsigned long long)e->index, (unsigned long long)prev);
+				sim_fail(s, "node %llu: committed entries not consecutive (%llu after %llu)",
+				         (unsigned long long)n->id, (unsigned long long)e->index,
+				         (unsigned long long)prev);
 			sim_note_entry(s, e);
 			if (n->aq_n == n->aq_cap) {
 				n->aq_cap = n->aq_cap ? n->aq_cap * 2 : 64;
@@ -714,15 +755,15 @@ static void sim_node_ready(sim *s, sim_node *n)
 static raft_config sim_config(sim *s, sim_node *n)
 {
 	return (raft_config){
-		.id = n->id,
-		.election_tick = 10,
-		.heartbeat_tick = 1,
-		.pre_vote = s->o.pre_vote,
-		.check_quorum = s->o.check_quorum,
-		.max_inflight_msgs = s->o.max_inflight ? s->o.max_inflight : 8,
-		.max_entries_per_msg = s->o.max_entries ? s->o.max_entries : 16,
-		.rand = sim_core_rand,
-		.rand_ud = &n->rng,
+	    .id = n->id,
+	    .election_tick = 10,
+	    .heartbeat_tick = 1,
+	    .pre_vote = s->o.pre_vote,
+	    .check_quorum = s->o.check_quorum,
+	    .max_inflight_msgs = s->o.max_inflight ? s->o.max_inflight : 8,
+	    .max_entries_per_msg = s->o.max_entries ? s->o.max_entries : 16,
+	    .rand = sim_core_rand,
+	    .rand_ud = &n->rng,
 	};
 }
 
@@ -730,7 +771,8 @@ static raft_config sim_config(sim *s, sim_node *n)
 SIM_FN void sim_node_start(sim *s, sim_node *n)
 {
 	raft_config cfg = sim_config(s, n);
-	raft_restore rs = {.hs = n->d_hs, .snap = n->d_snap, .entries = n->d_ents, .n_entries = n->d_n, .applied = n->d_snap.index};
+	raft_restore rs = {
+	    .hs = n->d_hs, .snap = n->d_snap, .entries = n->d_ents, .n_entries = n->d_n, .applied = n->d_snap.index};
 	ms_err err = {0};
 	int rc = raft_core_new(&cfg, &rs, &n->core, &err);
 	if (rc) {
@@ -789,7 +831,8 @@ SIM_FN void sim_node_compact(sim *s, sim_node *n)
 	memcpy(n->img_kv, n->kv, sizeof n->kv);
 	int rc = raft_core_compact(n->core, idx, term, cs);
 	if (rc)
-		sim_fail(s, "node %llu: compact %llu failed %d", (unsigned long long)n->id, (unsigned long long)idx, rc);
+		sim_fail(s, "node %llu: compact %llu failed %d", (unsigned long long)n->id, (unsigned long long)idx,
+		         rc);
 	SIM_LOG(s, "node %llu compacts to %llu", (unsigned long long)n->id, (unsigned long long)idx);
 }
 
@@ -850,11 +893,14 @@ SIM_FN void sim_dump(sim *s)
 			continue;
 		}
 		const raft_conf_state *cs = raft_core_conf_state(n->core);
-		fprintf(stderr, "  node %llu %s term %llu leader %llu commit %llu applied %llu first %llu last %llu wq %zu aq %zu voters",
-			(unsigned long long)n->id, raft_role_name(raft_core_role(n->core)), (unsigned long long)raft_core_term(n->core),
-			(unsigned long long)raft_core_leader(n->core), (unsigned long long)raft_core_commit(n->core),
-			(unsigned long long)n->sm_applied, (unsigned long long)raft_core_first_index(n->core),
-			(unsigned long long)raft_core_last_index(n->core), n->wq_n, n->aq_n);
+		fprintf(stderr,
+		        "  node %llu %s term %llu leader %llu commit %llu applied %llu first %llu last %llu wq %zu aq "
+		        "%zu voters",
+		        (unsigned long long)n->id, raft_role_name(raft_core_role(n->core)),
+		        (unsigned long long)raft_core_term(n->core), (unsigned long long)raft_core_leader(n->core),
+		        (unsigned long long)raft_core_commit(n->core), (unsigned long long)n->sm_applied,
+		        (unsigned long long)raft_core_first_index(n->core),
+		        (unsigned long long)raft_core_last_index(n->core), n->wq_n, n->aq_n);
 		for (size_t k = 0; k < cs->n_voters; k++)
 			fprintf(stderr, " %llu", (unsigned long long)cs->voters[k]);
 		fprintf(stderr, " learners");
@@ -1028,7 +1074,8 @@ static void sim_membership_step(sim *s)
 	}
 	int rc = raft_core_propose_conf_change(l->core, &cc, NULL, NULL);
 	if (rc == 0)
-		SIM_LOG(s, "leader %llu proposes conf change %d node %llu", (unsigned long long)l->id, cc.type, (unsigned long long)id);
+		SIM_LOG(s, "leader %llu proposes conf change %d node %llu", (unsigned long long)l->id, cc.type,
+		        (unsigned long long)id);
 	sim_node_ready(s, l);
 }
 

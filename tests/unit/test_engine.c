@@ -117,7 +117,7 @@ static void test_key_order_in_store(void **state)
 	assert_int_equal(resp->count, MS_ARRAY_LEN(keys) + 2);
 	for (size_t i = 1; i < resp->n_kvs; i++)
 		assert_true(bytes_cmp(resp->kvs[i - 1]->key.data, resp->kvs[i - 1]->key.len, resp->kvs[i]->key.data,
-				      resp->kvs[i]->key.len) < 0);
+		                      resp->kvs[i]->key.len) < 0);
 	pbfree(resp);
 }
 
@@ -235,7 +235,6 @@ static void test_batch_sees_itself(void **state)
 	assert_int_equal(engine_current_rev(f->e), 3);
 	assert_int_equal(engine_consistent_index(f->e), 3);
 }
-
 
 /* ---- Put / DeleteRange options ---- */
 static void test_put_options(void **state)
@@ -577,17 +576,17 @@ static void test_alloc_failures(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_codec_roundtrip),
-		cmocka_unit_test(test_key_order),
-		cmocka_unit_test_setup_teardown(test_key_order_in_store, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_revisions, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_batch_sees_itself, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_put_options, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_delete_options, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_events, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_reopen, fx_setup, fx_teardown),
-		cmocka_unit_test(test_foreign_dir),
-		cmocka_unit_test_setup_teardown(test_alloc_failures, fx_setup, fx_teardown),
+	    cmocka_unit_test(test_codec_roundtrip),
+	    cmocka_unit_test(test_key_order),
+	    cmocka_unit_test_setup_teardown(test_key_order_in_store, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_revisions, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_batch_sees_itself, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_put_options, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_delete_options, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_events, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_reopen, fx_setup, fx_teardown),
+	    cmocka_unit_test(test_foreign_dir),
+	    cmocka_unit_test_setup_teardown(test_alloc_failures, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -31,12 +31,12 @@ static void compact(engine *e, int64_t rev, int want)
 static void test_compaction(void **state)
 {
 	fx *f = *state;
-	put(f->e, "a", "1");          /* 2 */
-	put(f->e, "a", "2");          /* 3 */
-	put(f->e, "b", "1");          /* 4 */
-	del(f->e, "b", NULL, NULL);   /* 5 */
-	put(f->e, "c", "1");          /* 6 */
-	put(f->e, "a", "3");          /* 7 */
+	put(f->e, "a", "1");        /* 2 */
+	put(f->e, "a", "2");        /* 3 */
+	put(f->e, "b", "1");        /* 4 */
+	del(f->e, "b", NULL, NULL); /* 5 */
+	put(f->e, "c", "1");        /* 6 */
+	put(f->e, "a", "3");        /* 7 */
 	assert_int_equal(count_rows(f->e, f->e->cf_kv), 6);
 	assert_int_equal(count_rows(f->e, f->e->cf_rev), 6);
 	uint32_t h1, h2;
@@ -152,11 +152,11 @@ static int hist_cb(void *arg, const Mvccpb__Event *ev)
 static void test_history(void **state)
 {
 	fx *f = *state;
-	put(f->e, "a", "1");          /* 2 */
-	put(f->e, "b", "1");          /* 3 */
-	put(f->e, "a", "2");          /* 4 */
-	del(f->e, "a", "c", NULL);    /* 5: a and b */
-	put(f->e, "c", "1");          /* 6 */
+	put(f->e, "a", "1");       /* 2 */
+	put(f->e, "b", "1");       /* 3 */
+	put(f->e, "a", "2");       /* 4 */
+	del(f->e, "a", "c", NULL); /* 5: a and b */
+	put(f->e, "c", "1");       /* 6 */
 	hlog l = {0};
 	int64_t next;
 	ms_err err = {0};
@@ -177,8 +177,8 @@ static void test_history(void **state)
 	assert_int_equal(l.prevval[3], '2');
 	/* single key, from revision 3 */
 	memset(&l, 0, sizeof l);
-	assert_int_equal(engine_history(f->e, (const uint8_t *)"a", 1, NULL, 0, 3, 0, false, 0, hist_cb, &l, &next,
-					&err), 0);
+	assert_int_equal(
+	    engine_history(f->e, (const uint8_t *)"a", 1, NULL, 0, 3, 0, false, 0, hist_cb, &l, &next, &err), 0);
 	assert_int_equal(l.n, 2);
 	assert_int_equal(l.mods[0], 4);
 	assert_false(l.prev[0]);
@@ -200,7 +200,7 @@ static void test_history(void **state)
 	compact(f->e, 5, 0);
 	assert_int_equal(engine_compact_wait(f->e, 5), 0);
 	assert_int_equal(engine_history(f->e, &zero, 1, &zero, 1, 4, 0, false, 0, hist_cb, &l, &next, &err),
-			 MS_ECOMPACTED);
+	                 MS_ECOMPACTED);
 	memset(&l, 0, sizeof l);
 	assert_int_equal(engine_history(f->e, &zero, 1, &zero, 1, 5, 0, false, 0, hist_cb, &l, &next, &err), 0);
 	assert_int_equal(l.n, 3); /* the deletes at the compact revision and the put at 6 */
@@ -268,7 +268,8 @@ static void test_leases(void **state)
 	hlog hl = {0};
 	int64_t next;
 	assert_int_equal(engine_history(f->e, (const uint8_t *)"k", 1, (const uint8_t *)"l", 1, rev + 1, 0, false, 0,
-					hist_cb, &hl, &next, &err), 0);
+	                                hist_cb, &hl, &next, &err),
+	                 0);
 	assert_int_equal(hl.n, 3);
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(hl.mods[i], rev + 1);
@@ -282,9 +283,9 @@ static void test_import_and_checkpoint(void **state)
 	fx *f = *state;
 	ms_err err = {0};
 	engine_kv kvs[] = {
-		{(const uint8_t *)"a", 1, (const uint8_t *)"1", 1, 2, 2, 1, 0},
-		{(const uint8_t *)"a", 1, (const uint8_t *)"2", 1, 2, 5, 2, 7},
-		{(const uint8_t *)"b", 1, (const uint8_t *)"x", 1, 5, 5, 1, 0},
+	    {(const uint8_t *)"a", 1, (const uint8_t *)"1", 1, 2, 2, 1, 0},
+	    {(const uint8_t *)"a", 1, (const uint8_t *)"2", 1, 2, 5, 2, 7},
+	    {(const uint8_t *)"b", 1, (const uint8_t *)"x", 1, 5, 5, 1, 0},
 	};
 	for (size_t i = 0; i < MS_ARRAY_LEN(kvs); i++)
 		assert_int_equal(engine_import_kv(f->e, &kvs[i], &err), 0);
@@ -397,12 +398,12 @@ static void test_concurrent_reads(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_compaction, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_hash_deterministic, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_history, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_leases, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_import_and_checkpoint, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_concurrent_reads, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_compaction, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_hash_deterministic, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_history, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_leases, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_import_and_checkpoint, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_concurrent_reads, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

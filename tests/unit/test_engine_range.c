@@ -286,12 +286,12 @@ static void test_range_many_versions(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_range_ends, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_range_limit_count, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_range_sort, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_range_filters, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_range_revisions, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_range_many_versions, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_range_ends, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_range_limit_count, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_range_sort, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_range_filters, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_range_revisions, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_range_many_versions, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

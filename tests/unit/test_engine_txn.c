@@ -21,11 +21,26 @@ static Etcdserverpb__Compare mkcmp(const char *k, int target, int result, int64_
 	c.target = target;
 	c.result = result;
 	switch (target) {
-	case T_VERSION: c.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VERSION; c.version = n; break;
-	case T_CREATE: c.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION; c.create_revision = n; break;
-	case T_MOD: c.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION; c.mod_revision = n; break;
-	case T_VALUE: c.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VALUE; c.value = B(v); break;
-	case T_LEASE: c.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_LEASE; c.lease = n; break;
+	case T_VERSION:
+		c.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VERSION;
+		c.version = n;
+		break;
+	case T_CREATE:
+		c.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
+		c.create_revision = n;
+		break;
+	case T_MOD:
+		c.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
+		c.mod_revision = n;
+		break;
+	case T_VALUE:
+		c.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_VALUE;
+		c.value = B(v);
+		break;
+	case T_LEASE:
+		c.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_LEASE;
+		c.lease = n;
+		break;
 	}
 	return c;
 }
@@ -54,9 +69,9 @@ static void test_txn_compares(void **state)
 	ms_err err = {0};
 	assert_int_equal(engine_apply_lease_grant(a, 5, 10, &err), 0);
 	commit(a);
-	put(f->e, "k", "m");        /* rev 2: create 2 */
-	put_l(f->e, "k", "m", 5);   /* rev 3: version 2, mod 3, lease 5 */
-	put(f->e, "k2", "n");       /* rev 4 */
+	put(f->e, "k", "m");      /* rev 2: create 2 */
+	put_l(f->e, "k", "m", 5); /* rev 3: version 2, mod 3, lease 5 */
+	put(f->e, "k2", "n");     /* rev 4 */
 	/* version = 2 */
 	assert_true(cmp1(f->e, mkcmp("k", T_VERSION, EQ, 2, NULL)));
 	assert_false(cmp1(f->e, mkcmp("k", T_VERSION, EQ, 1, NULL)));
@@ -168,7 +183,7 @@ static void test_txn_ops_and_headers(void **state)
 	nested.n_success = 1;
 	nested.success = nops;
 	Etcdserverpb__RequestOp o1 = op_range(&ra), o2 = op_put(&pb), o3 = op_range(&rb), o4 = op_del(&da),
-				o5 = op_txn(&nested);
+	                        o5 = op_txn(&nested);
 	Etcdserverpb__RequestOp *ops[] = {&o1, &o2, &o3, &o4, &o5};
 	Etcdserverpb__TxnRequest t = ETCDSERVERPB__TXN_REQUEST__INIT;
 	t.n_success = 5;
@@ -270,7 +285,7 @@ static void test_check_txn(void **state)
 	(void)state;
 	ms_err err = {0};
 	Etcdserverpb__PutRequest pa = ETCDSERVERPB__PUT_REQUEST__INIT, pa2 = ETCDSERVERPB__PUT_REQUEST__INIT,
-				 pb = ETCDSERVERPB__PUT_REQUEST__INIT;
+	                         pb = ETCDSERVERPB__PUT_REQUEST__INIT;
 	pa.key = B("a");
 	pa2.key = B("a");
 	pb.key = B("b");
@@ -355,10 +370,10 @@ static void test_check_txn(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_txn_compares, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_txn_ops_and_headers, fx_setup, fx_teardown),
-		cmocka_unit_test_setup_teardown(test_txn_errors_change_nothing, fx_setup, fx_teardown),
-		cmocka_unit_test(test_check_txn),
+	    cmocka_unit_test_setup_teardown(test_txn_compares, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_txn_ops_and_headers, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(test_txn_errors_change_nothing, fx_setup, fx_teardown),
+	    cmocka_unit_test(test_check_txn),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,10 +20,15 @@
 /* ---- helpers ---- */
 static inline int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
-	(void)sb; (void)flag; (void)ftw;
+	(void)sb;
+	(void)flag;
+	(void)ftw;
 	return remove(p);
 }
-static inline void rm_rf(const char *d) { nftw(d, rm_cb, 16, FTW_DEPTH | FTW_PHYS); }
+static inline void rm_rf(const char *d)
+{
+	nftw(d, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 typedef struct fx {
 	char dir[64];
@@ -77,7 +82,10 @@ static inline int64_t put_l(engine *e, const char *k, const char *v, int64_t lea
 	assert_int_equal(engine_apply_commit(a, 1, &err), 0);
 	return rev;
 }
-static inline int64_t put(engine *e, const char *k, const char *v) { return put_l(e, k, v, 0); }
+static inline int64_t put(engine *e, const char *k, const char *v)
+{
+	return put_l(e, k, v, 0);
+}
 
 static inline int64_t del(engine *e, const char *k, const char *end, int64_t *deleted)
 {
@@ -118,7 +126,6 @@ static inline bool kv_is(const Mvccpb__KeyValue *kv, const char *k, const char *
 	return kv->key.len == strlen(k) && !memcmp(kv->key.data, k, kv->key.len) &&
 	       (!v || (kv->value.len == strlen(v) && !memcmp(kv->value.data, v, kv->value.len)));
 }
-
 
 static inline int bytes_cmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
 {

@@ -32,7 +32,7 @@ typedef struct tc_stream {
 	int32_t id;
 	int http_status;
 	char content_type[600];
-	int grpc_status; /* -1 until seen */
+	int grpc_status;        /* -1 until seen */
 	char grpc_message[512]; /* as on the wire (percent-encoded) */
 	bool has_message;
 	bool trailers_only; /* grpc-status came in the response HEADERS */
@@ -82,10 +82,13 @@ static int tc_srv_send(void *ud, const uint8_t *p, size_t n)
 	return 0;
 }
 
-static int tc_on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud) { return 0; }
+static int tc_on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+	return 0;
+}
 
 static int tc_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
-			const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
+                        const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
 {
 	tc_stream *st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
 	if (!st || f->hd.type != NGHTTP2_HEADERS)
@@ -133,7 +136,7 @@ static int tc_on_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud)
 }
 
 static ssize_t tc_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
-		       nghttp2_data_source *src, void *ud)
+                       nghttp2_data_source *src, void *ud)
 {
 	tc_stream *st = src->ptr;
 	size_t avail = st->req_len - st->req_off;
@@ -287,8 +290,14 @@ static void tc_pump_ex(tc_harness *h, bool strict)
 	fail_msg("pump did not settle");
 }
 
-static void tc_pump(tc_harness *h) { tc_pump_ex(h, true); }
-static void tc_pump_lenient(tc_harness *h) { tc_pump_ex(h, false); }
+static void tc_pump(tc_harness *h)
+{
+	tc_pump_ex(h, true);
+}
+static void tc_pump_lenient(tc_harness *h)
+{
+	tc_pump_ex(h, false);
+}
 
 /* Did the server send a frame of this type? (walks its whole output) */
 static bool tc_output_has_frame(tc_harness *h, uint8_t type)
@@ -315,7 +324,10 @@ static struct {
 	int drains;
 } ts;
 
-static void reset_ts(void) { memset(&ts, 0, sizeof ts); }
+static void reset_ts(void)
+{
+	memset(&ts, 0, sizeof ts);
+}
 
 static void note_msg(const uint8_t *m, size_t len)
 {
@@ -376,15 +388,18 @@ static void hold(grpc_call *call, const uint8_t *m, size_t len, void *ud)
 	ts.held = call;
 }
 
-static void on_close(grpc_call *call, void *ud) { ts.closes++; }
+static void on_close(grpc_call *call, void *ud)
+{
+	ts.closes++;
+}
 
 static const grpc_method methods[] = {
-	{"/test.Echo/Unary", GRPC_UNARY, echo_unary, NULL, on_close, NULL},
-	{"/test.Echo/Stream", GRPC_SERVER_STREAM, stream_n, NULL, on_close, NULL},
-	{"/test.Echo/Bidi", GRPC_BIDI_STREAM, bidi_echo, bidi_half, on_close, NULL},
-	{"/test.Echo/Fail", GRPC_UNARY, fail_with_msg, NULL, on_close, NULL},
-	{"/test.Echo/Hold", GRPC_UNARY, hold, NULL, on_close, NULL},
-	{"/test.Echo/HoldStream", GRPC_BIDI_STREAM, hold, NULL, on_close, NULL},
+    {"/test.Echo/Unary", GRPC_UNARY, echo_unary, NULL, on_close, NULL},
+    {"/test.Echo/Stream", GRPC_SERVER_STREAM, stream_n, NULL, on_close, NULL},
+    {"/test.Echo/Bidi", GRPC_BIDI_STREAM, bidi_echo, bidi_half, on_close, NULL},
+    {"/test.Echo/Fail", GRPC_UNARY, fail_with_msg, NULL, on_close, NULL},
+    {"/test.Echo/Hold", GRPC_UNARY, hold, NULL, on_close, NULL},
+    {"/test.Echo/HoldStream", GRPC_BIDI_STREAM, hold, NULL, on_close, NULL},
 };
 
 /* ---- harness: server core + client session in memory ---- */
@@ -404,7 +419,7 @@ static void check_msgs(const tc_stream *st, int n, const char *const *want)
 		assert_true(off + 5 <= st->data_len);
 		assert_int_equal(st->data[off], 0);
 		uint32_t len = (uint32_t)st->data[off + 1] << 24 | (uint32_t)st->data[off + 2] << 16 |
-			       (uint32_t)st->data[off + 3] << 8 | st->data[off + 4];
+		               (uint32_t)st->data[off + 3] << 8 | st->data[off + 4];
 		assert_int_equal(len, strlen(want[i]));
 		assert_true(off + 5 + len <= st->data_len);
 		assert_memory_equal(st->data + off + 5, want[i], len);
@@ -589,7 +604,8 @@ static void test_partial_messages_bounded(void **state)
 	for (int i = 0; i < N; i++) {
 		if (s[i]->closed) {
 			assert_int_equal(s[i]->grpc_status, GRPC_RESOURCE_EXHAUSTED);
-			assert_string_equal(s[i]->grpc_message, "grpc: too much partial request data on the connection");
+			assert_string_equal(s[i]->grpc_message,
+			                    "grpc: too much partial request data on the connection");
 			refused++;
 		} else {
 			open++;
@@ -711,11 +727,20 @@ static void test_timeout_parse(void **state)
 		int rc;
 		int64_t ns;
 	} cases[] = {
-		{"1S", 0, 1000000000LL},         {"100m", 0, 100000000LL},   {"5000000u", 0, 5000000000LL},
-		{"10n", 0, 10},                  {"2M", 0, 120000000000LL},  {"1H", 0, 3600000000000LL},
-		{"99999999H", 0, INT64_MAX},     {"0n", 0, 0},               {"S", MS_EINVAL, 0},
-		{"123456789S", MS_EINVAL, 0},    {"10x", MS_EINVAL, 0},      {"1.5S", MS_EINVAL, 0},
-		{"", MS_EINVAL, 0},              {"-1S", MS_EINVAL, 0},
+	    {"1S", 0, 1000000000LL},
+	    {"100m", 0, 100000000LL},
+	    {"5000000u", 0, 5000000000LL},
+	    {"10n", 0, 10},
+	    {"2M", 0, 120000000000LL},
+	    {"1H", 0, 3600000000000LL},
+	    {"99999999H", 0, INT64_MAX},
+	    {"0n", 0, 0},
+	    {"S", MS_EINVAL, 0},
+	    {"123456789S", MS_EINVAL, 0},
+	    {"10x", MS_EINVAL, 0},
+	    {"1.5S", MS_EINVAL, 0},
+	    {"", MS_EINVAL, 0},
+	    {"-1S", MS_EINVAL, 0},
 	};
 	for (size_t i = 0; i < MS_ARRAY_LEN(cases); i++) {
 		int64_t ns = -1;
@@ -769,11 +794,11 @@ static void test_percent_encoding(void **state)
 	struct {
 		const char *in, *out;
 	} cases[] = {
-		{"etcdserver: key is not provided", "etcdserver: key is not provided"},
-		{"100% done", "100%25 done"},
-		{"caf\xc3\xa9", "caf%C3%A9"},
-		{"a\nb\tc~", "a%0Ab%09c~"},
-		{"", ""},
+	    {"etcdserver: key is not provided", "etcdserver: key is not provided"},
+	    {"100% done", "100%25 done"},
+	    {"caf\xc3\xa9", "caf%C3%A9"},
+	    {"a\nb\tc~", "a%0Ab%09c~"},
+	    {"", ""},
 	};
 	for (size_t i = 0; i < MS_ARRAY_LEN(cases); i++) {
 		char *e = grpc_percent_encode(cases[i].in);
@@ -1012,7 +1037,7 @@ static void test_http1(void **state)
 	assert_int_equal(grpc_http1_new(&o, h1_send, &out, &h), 0);
 	/* two pipelined requests, fed byte by byte */
 	const char *req = "GET /health HTTP/1.1\r\nHost: example:2379\r\n\r\n"
-			  "POST /v3/kv/range HTTP/1.1\r\nhOsT: h2\r\nContent-Length: 4\r\n\r\n{\"a\"";
+	                  "POST /v3/kv/range HTTP/1.1\r\nhOsT: h2\r\nContent-Length: 4\r\n\r\n{\"a\"";
 	for (size_t i = 0; req[i]; i++)
 		assert_int_equal(grpc_http1_recv(h, (const uint8_t *)req + i, 1), 0);
 	assert_int_equal(hs.calls, 2);
@@ -1304,35 +1329,35 @@ static void test_server_socket_http1(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_unary_echo),
-		cmocka_unit_test(test_server_stream),
-		cmocka_unit_test(test_bidi_interleaved),
-		cmocka_unit_test(test_split_byte_by_byte),
-		cmocka_unit_test(test_large_message_many_frames),
-		cmocka_unit_test(test_several_messages_one_frame),
-		cmocka_unit_test(test_oversize_message),
-		cmocka_unit_test(test_default_limit_message),
-		cmocka_unit_test(test_partial_messages_bounded),
-		cmocka_unit_test(test_unknown_method),
-		cmocka_unit_test(test_compressed_flag),
-		cmocka_unit_test(test_half_close_edge_cases),
-		cmocka_unit_test(test_bad_preface),
-		cmocka_unit_test(test_bad_frame_after_preface),
-		cmocka_unit_test(test_timeout_parse),
-		cmocka_unit_test(test_deadline),
-		cmocka_unit_test(test_percent_encoding),
-		cmocka_unit_test(test_rst_from_client),
-		cmocka_unit_test(test_async_finish),
-		cmocka_unit_test(test_finish_before_client_ends),
-		cmocka_unit_test(test_back_pressure),
-		cmocka_unit_test(test_conn_free_closes_calls),
-		cmocka_unit_test(test_many_streams),
-		cmocka_unit_test(test_alloc_failures),
-		cmocka_unit_test(test_http1),
-		cmocka_unit_test(test_server_socket_unary),
-		cmocka_unit_test(test_server_socket_deadline),
-		cmocka_unit_test(test_server_socket_broken_peer),
-		cmocka_unit_test(test_server_socket_http1),
+	    cmocka_unit_test(test_unary_echo),
+	    cmocka_unit_test(test_server_stream),
+	    cmocka_unit_test(test_bidi_interleaved),
+	    cmocka_unit_test(test_split_byte_by_byte),
+	    cmocka_unit_test(test_large_message_many_frames),
+	    cmocka_unit_test(test_several_messages_one_frame),
+	    cmocka_unit_test(test_oversize_message),
+	    cmocka_unit_test(test_default_limit_message),
+	    cmocka_unit_test(test_partial_messages_bounded),
+	    cmocka_unit_test(test_unknown_method),
+	    cmocka_unit_test(test_compressed_flag),
+	    cmocka_unit_test(test_half_close_edge_cases),
+	    cmocka_unit_test(test_bad_preface),
+	    cmocka_unit_test(test_bad_frame_after_preface),
+	    cmocka_unit_test(test_timeout_parse),
+	    cmocka_unit_test(test_deadline),
+	    cmocka_unit_test(test_percent_encoding),
+	    cmocka_unit_test(test_rst_from_client),
+	    cmocka_unit_test(test_async_finish),
+	    cmocka_unit_test(test_finish_before_client_ends),
+	    cmocka_unit_test(test_back_pressure),
+	    cmocka_unit_test(test_conn_free_closes_calls),
+	    cmocka_unit_test(test_many_streams),
+	    cmocka_unit_test(test_alloc_failures),
+	    cmocka_unit_test(test_http1),
+	    cmocka_unit_test(test_server_socket_unary),
+	    cmocka_unit_test(test_server_socket_deadline),
+	    cmocka_unit_test(test_server_socket_broken_peer),
+	    cmocka_unit_test(test_server_socket_http1),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,8 +41,14 @@ static void h_stream(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 }
 
 /* bidi: echo each message, finish when the client half-closes */
-static void h_bidi_msg(grpc_call *call, const uint8_t *msg, size_t len, void *ud) { grpc_call_send(call, msg, len); }
-static void h_bidi_half(grpc_call *call, void *ud) { grpc_call_finish(call, GRPC_OK, NULL); }
+static void h_bidi_msg(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
+{
+	grpc_call_send(call, msg, len);
+}
+static void h_bidi_half(grpc_call *call, void *ud)
+{
+	grpc_call_finish(call, GRPC_OK, NULL);
+}
 
 /* fails with a status and a message that needs percent-encoding */
 static void h_fail(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
@@ -52,7 +58,10 @@ static void h_fail(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 
 /* never answers: the deadline or a cancel ends it */
 static bool hang_seen;
-static void h_hang(grpc_call *call, const uint8_t *msg, size_t len, void *ud) { hang_seen = true; }
+static void h_hang(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
+{
+	hang_seen = true;
+}
 
 /* answers with the value of the "token" metadata */
 static void h_md(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
@@ -62,15 +71,18 @@ static void h_md(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 	grpc_call_finish(call, GRPC_OK, NULL);
 }
 
-static void h_close(grpc_call *call, void *ud) { srv_closes++; }
+static void h_close(grpc_call *call, void *ud)
+{
+	srv_closes++;
+}
 
 static const grpc_method methods[] = {
-	{"/test.T/Echo", GRPC_UNARY, h_echo, NULL, h_close, NULL},
-	{"/test.T/Stream", GRPC_SERVER_STREAM, h_stream, NULL, h_close, NULL},
-	{"/test.T/Bidi", GRPC_BIDI_STREAM, h_bidi_msg, h_bidi_half, h_close, NULL},
-	{"/test.T/Fail", GRPC_UNARY, h_fail, NULL, h_close, NULL},
-	{"/test.T/Hang", GRPC_UNARY, h_hang, NULL, h_close, NULL},
-	{"/test.T/Md", GRPC_UNARY, h_md, NULL, h_close, NULL},
+    {"/test.T/Echo", GRPC_UNARY, h_echo, NULL, h_close, NULL},
+    {"/test.T/Stream", GRPC_SERVER_STREAM, h_stream, NULL, h_close, NULL},
+    {"/test.T/Bidi", GRPC_BIDI_STREAM, h_bidi_msg, h_bidi_half, h_close, NULL},
+    {"/test.T/Fail", GRPC_UNARY, h_fail, NULL, h_close, NULL},
+    {"/test.T/Hang", GRPC_UNARY, h_hang, NULL, h_close, NULL},
+    {"/test.T/Md", GRPC_UNARY, h_md, NULL, h_close, NULL},
 };
 
 /* ---- the harness: server and client on one loop ---- */
@@ -160,7 +172,10 @@ static void rec_done(grpc_client_call *call, int status, const char *message, vo
 	r->call = NULL;
 }
 
-static void rec_free(rec *r) { free(r->last); }
+static void rec_free(rec *r)
+{
+	free(r->last);
+}
 
 /* ---- tests ---- */
 
@@ -169,9 +184,8 @@ static void test_unary(void **state)
 	env e;
 	env_start(&e, NULL, NULL);
 	rec r = {0};
-	assert_int_equal(grpc_client_unary(e.cl, "/test.T/Echo", (const uint8_t *)"hello", 5, 0, rec_msg, rec_done,
-					   &r, &r.call),
-			 0);
+	assert_int_equal(
+	    grpc_client_unary(e.cl, "/test.T/Echo", (const uint8_t *)"hello", 5, 0, rec_msg, rec_done, &r, &r.call), 0);
 	assert_int_equal(grpc_client_open_calls(e.cl), 1);
 	run_until(&e, &r.done);
 	assert_int_equal(r.status, GRPC_OK);
@@ -288,8 +302,8 @@ static void test_many_concurrent(void **state)
 		char b[32];
 		int k = snprintf(b, sizeof b, "call-%d", i);
 		assert_int_equal(grpc_client_unary(e.cl, "/test.T/Echo", (const uint8_t *)b, (size_t)k, 0, many_msg,
-						   many_done, &m, NULL),
-				 0);
+		                                   many_done, &m, NULL),
+		                 0);
 	}
 	assert_int_equal(grpc_client_open_calls(e.cl), 2000);
 	run_until(&e, &m.all);
@@ -298,8 +312,8 @@ static void test_many_concurrent(void **state)
 	assert_int_equal(grpc_client_open_calls(e.cl), 0);
 	/* calls started from inside on_done keep the connection busy */
 	int n = 0;
-	assert_int_equal(grpc_client_unary(e.cl, "/test.T/Echo", (const uint8_t *)"a", 1, 0, NULL, count_done, &n, NULL),
-			 0);
+	assert_int_equal(
+	    grpc_client_unary(e.cl, "/test.T/Echo", (const uint8_t *)"a", 1, 0, NULL, count_done, &n, NULL), 0);
 	while (n < 1)
 		event_base_loop(e.base, EVLOOP_ONCE);
 	assert_int_equal(n, 1);
@@ -317,7 +331,8 @@ static void test_large_messages(void **state)
 		big[i] = (uint8_t)(i * 31 + 7);
 	rec r[3] = {0};
 	for (int i = 0; i < 3; i++)
-		assert_int_equal(grpc_client_unary(e.cl, "/test.T/Echo", big, len, 0, rec_msg, rec_done, &r[i], NULL), 0);
+		assert_int_equal(grpc_client_unary(e.cl, "/test.T/Echo", big, len, 0, rec_msg, rec_done, &r[i], NULL),
+		                 0);
 	for (int i = 0; i < 3; i++) {
 		run_until(&e, &r[i].done);
 		assert_int_equal(r[i].status, GRPC_OK);
@@ -375,9 +390,8 @@ static void test_deadline_and_cancel(void **state)
 	assert_int_equal(r2.status, GRPC_CANCELED);
 	/* the connection still works, and the server saw both calls close */
 	rec r3 = {0};
-	assert_int_equal(grpc_client_unary(e.cl, "/test.T/Echo", (const uint8_t *)"ok", 2, 0, rec_msg, rec_done, &r3,
-					   NULL),
-			 0);
+	assert_int_equal(
+	    grpc_client_unary(e.cl, "/test.T/Echo", (const uint8_t *)"ok", 2, 0, rec_msg, rec_done, &r3, NULL), 0);
 	run_until(&e, &r3.done);
 	assert_int_equal(r3.status, GRPC_OK);
 	assert_int_equal(srv_closes, 3);
@@ -476,17 +490,17 @@ static void test_connect_refused_and_free(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_unary),
-		cmocka_unit_test(test_server_stream),
-		cmocka_unit_test(test_bidi),
-		cmocka_unit_test(test_many_concurrent),
-		cmocka_unit_test(test_large_messages),
-		cmocka_unit_test(test_status_and_message),
-		cmocka_unit_test(test_deadline_and_cancel),
-		cmocka_unit_test(test_metadata),
-		cmocka_unit_test(test_recv_limit),
-		cmocka_unit_test(test_server_goes_away),
-		cmocka_unit_test(test_connect_refused_and_free),
+	    cmocka_unit_test(test_unary),
+	    cmocka_unit_test(test_server_stream),
+	    cmocka_unit_test(test_bidi),
+	    cmocka_unit_test(test_many_concurrent),
+	    cmocka_unit_test(test_large_messages),
+	    cmocka_unit_test(test_status_and_message),
+	    cmocka_unit_test(test_deadline_and_cancel),
+	    cmocka_unit_test(test_metadata),
+	    cmocka_unit_test(test_recv_limit),
+	    cmocka_unit_test(test_server_goes_away),
+	    cmocka_unit_test(test_connect_refused_and_free),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,7 +23,10 @@ typedef struct fake {
 	uint64_t x; /* xorshift state when rnd runs out */
 } fake;
 
-static int64_t fake_now(void *ud) { return ((fake *)ud)->now; }
+static int64_t fake_now(void *ud)
+{
+	return ((fake *)ud)->now;
+}
 static uint64_t fake_rand(void *ud)
 {
 	fake *f = ud;
@@ -37,7 +40,7 @@ static uint64_t fake_rand(void *ud)
 
 static lease_mgr *mk(fake *f)
 {
-	lease_cfg c = { .now = fake_now, .now_ud = f, .rand = fake_rand, .rand_ud = f };
+	lease_cfg c = {.now = fake_now, .now_ud = f, .rand = fake_rand, .rand_ud = f};
 	lease_mgr *m;
 	assert_int_equal(lease_mgr_new(&c, &m, NULL), 0);
 	return m;
@@ -67,9 +70,9 @@ static void test_min_ttl_formula(void **st)
 
 static void test_grant_bounds(void **st)
 {
-	fake f = { .now = 100 * S };
+	fake f = {.now = 100 * S};
 	lease_mgr *m = mk(&f);
-	ms_err err = { 0 };
+	ms_err err = {0};
 	int64_t g = 0;
 	assert_int_equal(lease_grant(m, 1, 1, &g, NULL), 0);
 	assert_int_equal(g, 2); /* raised to min TTL */
@@ -97,7 +100,7 @@ static void test_grant_bounds(void **st)
 
 static void test_follower_has_no_clock(void **st)
 {
-	fake f = { .now = 5 * S };
+	fake f = {.now = 5 * S};
 	lease_mgr *m = mk(&f);
 	int64_t ttl = 0, ids[4];
 	assert_false(lease_mgr_is_primary(m));
@@ -117,10 +120,10 @@ static void test_follower_has_no_clock(void **st)
 
 static void test_expiry_order(void **st)
 {
-	fake f = { .now = 1000 * S };
+	fake f = {.now = 1000 * S};
 	lease_mgr *m = mk(&f);
 	lease_mgr_promote(m, 0);
-	int64_t ttls[] = { 50, 10, 30, 20, 40 };
+	int64_t ttls[] = {50, 10, 30, 20, 40};
 	for (int i = 0; i < 5; i++)
 		assert_int_equal(lease_grant(m, 100 + i, ttls[i], NULL, NULL), 0);
 	assert_int_equal(lease_next_due(m), f.now + 10 * S);
@@ -131,7 +134,7 @@ static void test_expiry_order(void **st)
 	assert_int_equal(lease_expired_pop(m, ids, 8), 1);
 	assert_int_equal(ids[0], 101);
 	assert_int_equal(lease_revoke(m, 101, NULL), 0); /* else it is returned again 3 s later */
-	f.now += 100 * S; /* everything expired: earliest first, bounded by max */
+	f.now += 100 * S;                                /* everything expired: earliest first, bounded by max */
 	assert_int_equal(lease_expired_pop(m, ids, 2), 2);
 	assert_int_equal(ids[0], 103);
 	assert_int_equal(ids[1], 102);
@@ -144,7 +147,7 @@ static void test_expiry_order(void **st)
 
 static void test_renew_resorts(void **st)
 {
-	fake f = { .now = 0 };
+	fake f = {.now = 0};
 	lease_mgr *m = mk(&f);
 	lease_mgr_promote(m, 0);
 	assert_int_equal(lease_grant(m, 1, 10, NULL, NULL), 0);
@@ -174,8 +177,8 @@ static void test_renew_resorts(void **st)
 
 static void test_expired_retry_until_revoked(void **st)
 {
-	fake f = { .now = 0 };
-	lease_cfg c = { .now = fake_now, .now_ud = &f, .retry_ns = 3 * S };
+	fake f = {.now = 0};
+	lease_cfg c = {.now = fake_now, .now_ud = &f, .retry_ns = 3 * S};
 	lease_mgr *m;
 	assert_int_equal(lease_mgr_new(&c, &m, NULL), 0);
 	lease_mgr_promote(m, 0);
@@ -206,7 +209,7 @@ static void test_expired_retry_until_revoked(void **st)
 
 static void test_ttl_remaining_truncates(void **st)
 {
-	fake f = { .now = 0 };
+	fake f = {.now = 0};
 	lease_mgr *m = mk(&f);
 	lease_mgr_promote(m, 0);
 	assert_int_equal(lease_grant(m, 1, 10, NULL, NULL), 0);
@@ -225,7 +228,7 @@ static void test_ttl_remaining_truncates(void **st)
 
 static void test_promote_extends_and_demote(void **st)
 {
-	fake f = { .now = 0 };
+	fake f = {.now = 0};
 	lease_mgr *m = mk(&f);
 	assert_int_equal(lease_grant(m, 1, 10, NULL, NULL), 0);
 	assert_int_equal(lease_grant(m, 2, 5, NULL, NULL), 0);
@@ -258,7 +261,7 @@ static void test_promote_extends_and_demote(void **st)
 
 static void test_promote_spreads_pileup(void **st)
 {
-	fake f = { .now = 0 };
+	fake f = {.now = 0};
 	lease_mgr *m = mk(&f);
 	for (int i = 1; i <= 2000; i++)
 		assert_int_equal(lease_grant(m, i, 10, NULL, NULL), 0);
@@ -320,20 +323,20 @@ static void ev(Mvccpb__Event *e, Mvccpb__KeyValue *kv, int type, const char *key
 
 static void test_keys_follow_events(void **st)
 {
-	fake f = { 0 };
+	fake f = {0};
 	lease_mgr *m = mk(&f);
 	assert_int_equal(lease_grant(m, 1, 10, NULL, NULL), 0);
 	assert_int_equal(lease_grant(m, 2, 10, NULL, NULL), 0);
 	Mvccpb__Event e[5];
 	Mvccpb__KeyValue kv[5];
-	Mvccpb__Event *pe[5] = { &e[0], &e[1], &e[2], &e[3], &e[4] };
+	Mvccpb__Event *pe[5] = {&e[0], &e[1], &e[2], &e[3], &e[4]};
 	ev(&e[0], &kv[0], MVCCPB__EVENT__EVENT_TYPE__PUT, "a", 1);
 	ev(&e[1], &kv[1], MVCCPB__EVENT__EVENT_TYPE__PUT, "b", 1);
 	ev(&e[2], &kv[2], MVCCPB__EVENT__EVENT_TYPE__PUT, "c", 2);
 	ev(&e[3], &kv[3], MVCCPB__EVENT__EVENT_TYPE__PUT, "b", 2);  /* moves b to 2 */
 	ev(&e[4], &kv[4], MVCCPB__EVENT__EVENT_TYPE__PUT, "d", 99); /* unknown lease: ignored */
 	assert_int_equal(lease_mgr_on_events(m, pe, 5, NULL), 0);
-	keyset ks = { 0 };
+	keyset ks = {0};
 	assert_int_equal(lease_keys(m, 1, collect, &ks, NULL), 0);
 	assert_int_equal(ks.n, 1);
 	assert_true(has(&ks, "a"));
@@ -363,7 +366,7 @@ static void test_keys_follow_events(void **st)
 	assert_int_equal(lease_keys(m, 2, collect, &ks, NULL), MS_ELEASE_NOT_FOUND);
 	assert_int_equal(lease_attach(m, (const uint8_t *)"x", 1, 42, NULL), MS_ELEASE_NOT_FOUND);
 	/* binary keys with NULs */
-	const uint8_t bk[3] = { 0, 0xff, 0 };
+	const uint8_t bk[3] = {0, 0xff, 0};
 	assert_int_equal(lease_attach(m, bk, 3, 1, NULL), 0);
 	assert_int_equal(lease_of_key(m, bk, 3), 1);
 	assert_int_equal(lease_of_key(m, bk, 2), 0);
@@ -373,10 +376,10 @@ static void test_keys_follow_events(void **st)
 
 static void test_load_and_list(void **st)
 {
-	fake f = { 0 };
+	fake f = {0};
 	lease_mgr *m = mk(&f);
-	const uint8_t *keys[2] = { (const uint8_t *)"k1", (const uint8_t *)"k2" };
-	size_t lens[2] = { 2, 2 };
+	const uint8_t *keys[2] = {(const uint8_t *)"k1", (const uint8_t *)"k2"};
+	size_t lens[2] = {2, 2};
 	assert_int_equal(lease_mgr_load(m, 10, 1, keys, lens, 2), 0);
 	assert_int_equal(lease_mgr_load(m, 11, 60, NULL, NULL, 0), 0);
 	assert_int_equal(lease_mgr_load(m, 11, 60, NULL, NULL, 0), MS_ELEASE_EXISTS);
@@ -400,7 +403,7 @@ static void test_load_and_list(void **st)
 
 static void test_next_id(void **st)
 {
-	fake f = { .rnd = { 0, 5, (uint64_t)-5, 77 }, .nrnd = 4, .x = 1 };
+	fake f = {.rnd = {0, 5, (uint64_t)-5, 77}, .nrnd = 4, .x = 1};
 	lease_mgr *m = mk(&f);
 	int64_t id;
 	assert_int_equal(lease_mgr_next_id(m, &id, NULL), 0); /* skips 0 */
@@ -413,17 +416,17 @@ static void test_next_id(void **st)
 	assert_int_equal(lease_mgr_next_id(m, &id, NULL), 0);
 	assert_int_equal(id, (int64_t)((uint64_t)-5 & (uint64_t)INT64_MAX));
 	lease_mgr_del(m);
-	lease_cfg c = { .now = fake_now, .now_ud = &f };
+	lease_cfg c = {.now = fake_now, .now_ud = &f};
 	assert_int_equal(lease_mgr_new(&c, &m, NULL), 0);
 	assert_int_equal(lease_mgr_next_id(m, &id, NULL), MS_EINVAL);
 	lease_mgr_del(m);
-	assert_int_equal(lease_mgr_new(&(lease_cfg){ 0 }, &m, NULL), MS_EINVAL);
+	assert_int_equal(lease_mgr_new(&(lease_cfg){0}, &m, NULL), MS_EINVAL);
 }
 
 /* Random grant/renew/revoke/pop/promote/demote against the invariants. */
 static void test_random_ops_invariant(void **st)
 {
-	fake f = { .now = 0 };
+	fake f = {.now = 0};
 	lease_mgr *m = mk(&f);
 	lease_mgr_promote(m, 0);
 	uint64_t x = 88172645463325252ULL;
@@ -432,10 +435,14 @@ static void test_random_ops_invariant(void **st)
 	for (long i = 0; i < nops; i++) {
 		int64_t id = (int64_t)(xs(&x) % 5000) + 1;
 		switch (xs(&x) % 10) {
-		case 0: case 1: case 2:
+		case 0:
+		case 1:
+		case 2:
 			lease_grant(m, id, (int64_t)(xs(&x) % 100), NULL, NULL);
 			break;
-		case 3: case 4: case 5: {
+		case 3:
+		case 4:
+		case 5: {
 			int64_t ttl;
 			lease_renew(m, id, &ttl, NULL);
 			break;
@@ -471,7 +478,7 @@ static void test_random_ops_invariant(void **st)
 /* A million leases: expiry pops come out in non-decreasing expiry order. */
 static void test_million_leases(void **st)
 {
-	fake f = { .now = 0 };
+	fake f = {.now = 0};
 	lease_mgr *m = mk(&f);
 	lease_mgr_promote(m, 0);
 	long n = env_scale(1000000);
@@ -518,9 +525,9 @@ static void test_million_leases(void **st)
 static void test_alloc_failures(void **st)
 {
 	for (long fail = 1; fail < 200; fail++) {
-		fake f = { 0 };
+		fake f = {0};
 		lease_mgr *m = NULL;
-		lease_cfg c = { .now = fake_now, .now_ud = &f };
+		lease_cfg c = {.now = fake_now, .now_ud = &f};
 		ms_alloc_fail_after(fail);
 		if (lease_mgr_new(&c, &m, NULL) != 0) {
 			ms_alloc_fail_after(0);
@@ -548,21 +555,14 @@ static void test_alloc_failures(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_min_ttl_formula),
-		cmocka_unit_test(test_grant_bounds),
-		cmocka_unit_test(test_follower_has_no_clock),
-		cmocka_unit_test(test_expiry_order),
-		cmocka_unit_test(test_renew_resorts),
-		cmocka_unit_test(test_expired_retry_until_revoked),
-		cmocka_unit_test(test_ttl_remaining_truncates),
-		cmocka_unit_test(test_promote_extends_and_demote),
-		cmocka_unit_test(test_promote_spreads_pileup),
-		cmocka_unit_test(test_keys_follow_events),
-		cmocka_unit_test(test_load_and_list),
-		cmocka_unit_test(test_next_id),
-		cmocka_unit_test(test_random_ops_invariant),
-		cmocka_unit_test(test_million_leases),
-		cmocka_unit_test(test_alloc_failures),
+	    cmocka_unit_test(test_min_ttl_formula),         cmocka_unit_test(test_grant_bounds),
+	    cmocka_unit_test(test_follower_has_no_clock),   cmocka_unit_test(test_expiry_order),
+	    cmocka_unit_test(test_renew_resorts),           cmocka_unit_test(test_expired_retry_until_revoked),
+	    cmocka_unit_test(test_ttl_remaining_truncates), cmocka_unit_test(test_promote_extends_and_demote),
+	    cmocka_unit_test(test_promote_spreads_pileup),  cmocka_unit_test(test_keys_follow_events),
+	    cmocka_unit_test(test_load_and_list),           cmocka_unit_test(test_next_id),
+	    cmocka_unit_test(test_random_ops_invariant),    cmocka_unit_test(test_million_leases),
+	    cmocka_unit_test(test_alloc_failures),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -73,8 +73,12 @@ static void drain(raft_core *c, out *o)
 
 static raft_core *core_new(uint64_t id, const uint64_t *voters, size_t nv, bool pre_vote, const raft_restore *rs_in)
 {
-	raft_config cfg = {.id = id, .election_tick = 10, .heartbeat_tick = 1, .pre_vote = pre_vote,
-			   .rand = sim_core_rand, .rand_ud = &fixed_rand_state};
+	raft_config cfg = {.id = id,
+	                   .election_tick = 10,
+	                   .heartbeat_tick = 1,
+	                   .pre_vote = pre_vote,
+	                   .rand = sim_core_rand,
+	                   .rand_ud = &fixed_rand_state};
 	raft_restore rs = {0};
 	if (rs_in)
 		rs = *rs_in;
@@ -324,7 +328,12 @@ static void test_check_quorum_ignores_disruptive_votes(void **st)
 	uint64_t term = raft_core_term(f->core);
 	/* thesis §4.2.3: a follower that hears from its leader ignores a
 	 * RequestVote of a higher term */
-	raft_msg m = {.type = RAFT_MSG_VOTE, .from = 6 - f->id - l->id, .to = f->id, .term = term + 5, .log_term = 99, .index = 99};
+	raft_msg m = {.type = RAFT_MSG_VOTE,
+	              .from = 6 - f->id - l->id,
+	              .to = f->id,
+	              .term = term + 5,
+	              .log_term = 99,
+	              .index = 99};
 	assert_int_equal(raft_core_step(f->core, &m), 0);
 	assert_int_equal(raft_core_term(f->core), term);
 	assert_int_equal(raft_core_leader(f->core), l->id);
@@ -666,7 +675,8 @@ static void test_snapshot_to_lagging_follower(void **st)
 static void test_codecs(void **st)
 {
 	(void)st;
-	raft_conf_change cc = {.type = RAFT_CC_ADD_LEARNER, .node_id = 77, .context = (const uint8_t *)"ctx", .context_len = 3};
+	raft_conf_change cc = {
+	    .type = RAFT_CC_ADD_LEARNER, .node_id = 77, .context = (const uint8_t *)"ctx", .context_len = 3};
 	size_t len;
 	uint8_t *b = raft_conf_change_encode(&cc, &len);
 	raft_conf_change d;
@@ -692,7 +702,8 @@ static void test_codecs(void **st)
 static void test_bad_restore_refused(void **st)
 {
 	(void)st;
-	raft_config cfg = {.id = 1, .election_tick = 10, .heartbeat_tick = 1, .rand = sim_core_rand, .rand_ud = &fixed_rand_state};
+	raft_config cfg = {
+	    .id = 1, .election_tick = 10, .heartbeat_tick = 1, .rand = sim_core_rand, .rand_ud = &fixed_rand_state};
 	raft_entry ents[2] = {{.term = 1, .index = 1}, {.term = 1, .index = 3}};
 	raft_restore rs = {.hs = {.term = 1}, .entries = ents, .n_entries = 2};
 	raft_core *c = NULL;
@@ -710,22 +721,22 @@ static void test_bad_restore_refused(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_single_node_commits_after_persist),
-		cmocka_unit_test(test_three_node_election),
-		cmocka_unit_test(test_vote_rules),
-		cmocka_unit_test(test_pre_vote_keeps_terms),
-		cmocka_unit_test(test_check_quorum_step_down),
-		cmocka_unit_test(test_check_quorum_ignores_disruptive_votes),
-		cmocka_unit_test(test_log_conflict_repair),
-		cmocka_unit_test(test_fast_backoff),
-		cmocka_unit_test(test_figure8_current_term_commit),
-		cmocka_unit_test(test_read_index),
-		cmocka_unit_test(test_transfer_leader),
-		cmocka_unit_test(test_learner_does_not_vote),
-		cmocka_unit_test(test_conf_change_one_at_a_time),
-		cmocka_unit_test(test_snapshot_to_lagging_follower),
-		cmocka_unit_test(test_codecs),
-		cmocka_unit_test(test_bad_restore_refused),
+	    cmocka_unit_test(test_single_node_commits_after_persist),
+	    cmocka_unit_test(test_three_node_election),
+	    cmocka_unit_test(test_vote_rules),
+	    cmocka_unit_test(test_pre_vote_keeps_terms),
+	    cmocka_unit_test(test_check_quorum_step_down),
+	    cmocka_unit_test(test_check_quorum_ignores_disruptive_votes),
+	    cmocka_unit_test(test_log_conflict_repair),
+	    cmocka_unit_test(test_fast_backoff),
+	    cmocka_unit_test(test_figure8_current_term_commit),
+	    cmocka_unit_test(test_read_index),
+	    cmocka_unit_test(test_transfer_leader),
+	    cmocka_unit_test(test_learner_does_not_vote),
+	    cmocka_unit_test(test_conf_change_one_at_a_time),
+	    cmocka_unit_test(test_snapshot_to_lagging_follower),
+	    cmocka_unit_test(test_codecs),
+	    cmocka_unit_test(test_bad_restore_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -113,7 +113,7 @@ static int run_seed(uint64_t seed, uint64_t steps, bool verbose, uint64_t *write
 	int rc = 0;
 	if (s.failed) {
 		fprintf(stderr, "raft sim FAILED: %s\n  replay: SIM_SEED=%llu SIM_VERBOSE=1 %s\n", s.why,
-			(unsigned long long)seed, "build/tests/test_raft_sim");
+		        (unsigned long long)seed, "build/tests/test_raft_sim");
 		sim_dump(&s);
 		rc = -1;
 	}
@@ -150,7 +150,7 @@ static void test_sim_seeds(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_sim_seeds),
+	    cmocka_unit_test(test_sim_seeds),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,11 +18,14 @@
 #define S 1000000000LL
 
 static int64_t clk;
-static int64_t fake_now(void *ud) { return clk; }
+static int64_t fake_now(void *ud)
+{
+	return clk;
+}
 
 static watch_hub *mk(int64_t rev)
 {
-	watch_cfg c = { .now = fake_now, .progress_interval_ns = 10 * S, .rev = rev };
+	watch_cfg c = {.now = fake_now, .progress_interval_ns = 10 * S, .rev = rev};
 	watch_hub *h;
 	assert_int_equal(watch_hub_new(&c, &h, NULL), 0);
 	return h;
@@ -30,7 +33,7 @@ static watch_hub *mk(int64_t rev)
 
 static int64_t add(watch_hub *h, watch_stream *ws, const char *key, const char *end, int64_t start)
 {
-	watch_spec sp = { .key = (const uint8_t *)key, .key_len = strlen(key), .start_rev = start };
+	watch_spec sp = {.key = (const uint8_t *)key, .key_len = strlen(key), .start_rev = start};
 	if (end) {
 		sp.range_end = (const uint8_t *)end;
 		sp.range_end_len = *end ? strlen(end) : 1; /* "" stands for "\0" here */
@@ -62,7 +65,7 @@ static bool hit(const hits *hs, int64_t id)
 
 static hits match(watch_hub *h, const char *key)
 {
-	hits hs = { .n = 0 };
+	hits hs = {.n = 0};
 	watch_hub_match(h, (const uint8_t *)key, strlen(key), on_match, &hs);
 	return hs;
 }
@@ -73,11 +76,11 @@ static void test_match_kinds(void **st)
 	watch_stream *ws;
 	assert_int_equal(watch_stream_open(h, NULL, &ws, NULL), 0);
 	int64_t ex = add(h, ws, "foo", NULL, 0);
-	int64_t pre = add(h, ws, "foo", "fop", 0);   /* prefix foo */
-	int64_t rng = add(h, ws, "b", "d", 0);       /* [b, d) */
-	int64_t from = add(h, ws, "m", "", 0);       /* >= m */
-	int64_t all = add(h, ws, "", "", 0);         /* key "\0", end "\0": everything */
-	int64_t z = add(h, ws, "", NULL, 0);         /* empty key = key "\0" only */
+	int64_t pre = add(h, ws, "foo", "fop", 0); /* prefix foo */
+	int64_t rng = add(h, ws, "b", "d", 0);     /* [b, d) */
+	int64_t from = add(h, ws, "m", "", 0);     /* >= m */
+	int64_t all = add(h, ws, "", "", 0);       /* key "\0", end "\0": everything */
+	int64_t z = add(h, ws, "", NULL, 0);       /* empty key = key "\0" only */
 	assert_int_equal(watch_hub_count(h), 6);
 	hits hs = match(h, "foo");
 	assert_int_equal(hs.n, 3);
@@ -98,7 +101,7 @@ static void test_match_kinds(void **st)
 	hs = match(h, "\xff\xff");
 	assert_true(hs.n == 2 && hit(&hs, from));
 	uint8_t zero = 0;
-	hs = (hits){ .n = 0 };
+	hs = (hits){.n = 0};
 	watch_hub_match(h, &zero, 1, on_match, &hs);
 	assert_true(hs.n == 2 && hit(&hs, z) && hit(&hs, all));
 	assert_int_equal(watch_hub_check(h), 0);
@@ -112,10 +115,10 @@ static void test_empty_range_refused(void **st)
 	watch_hub *h = mk(1);
 	watch_stream *ws;
 	assert_int_equal(watch_stream_open(h, NULL, &ws, NULL), 0);
-	ms_err err = { 0 };
+	ms_err err = {0};
 	int64_t id;
-	watch_spec sp = { .key = (const uint8_t *)"b", .key_len = 1, .range_end = (const uint8_t *)"a",
-			  .range_end_len = 1 };
+	watch_spec sp = {
+	    .key = (const uint8_t *)"b", .key_len = 1, .range_end = (const uint8_t *)"a", .range_end_len = 1};
 	assert_int_equal(watch_hub_add(h, ws, &sp, &id, NULL, &err), MS_EINVAL);
 	assert_string_equal(err.msg, "mvcc: watcher range is empty");
 	sp.range_end = (const uint8_t *)"b"; /* key == end is empty too */
@@ -135,9 +138,9 @@ static void test_ids(void **st)
 	watch_stream *a, *b;
 	assert_int_equal(watch_stream_open(h, NULL, &a, NULL), 0);
 	assert_int_equal(watch_stream_open(h, NULL, &b, NULL), 0);
-	watch_spec sp = { .key = (const uint8_t *)"k", .key_len = 1, .id = 1 };
+	watch_spec sp = {.key = (const uint8_t *)"k", .key_len = 1, .id = 1};
 	int64_t id;
-	ms_err err = { 0 };
+	ms_err err = {0};
 	assert_int_equal(watch_hub_add(h, a, &sp, &id, NULL, NULL), 0);
 	assert_int_equal(id, 1);
 	assert_int_equal(watch_hub_add(h, a, &sp, &id, NULL, &err), MS_EEXIST);
@@ -216,7 +219,10 @@ static const watch_out *find_out(const watch_batch *b, watch_stream *ws, int64_t
 	return NULL;
 }
 
-static const char *evkey(const watch_out *o, size_t i) { return (const char *)o->evs[i]->kv->key.data; }
+static const char *evkey(const watch_out *o, size_t i)
+{
+	return (const char *)o->evs[i]->kv->key.data;
+}
 
 static void test_feed_groups_txn(void **st)
 {
@@ -227,7 +233,7 @@ static void test_feed_groups_txn(void **st)
 	int64_t pa = add(h, ws, "a", "b", 0);
 	int64_t kb = add(h, ws, "b", NULL, 0);
 	int64_t none = add(h, ws, "q", NULL, 0);
-	evbuf eb = { .n = 0 };
+	evbuf eb = {.n = 0};
 	put(&eb, PUT, "b");
 	put(&eb, PUT, "a1");
 	put(&eb, DEL, "c");
@@ -262,12 +268,12 @@ static void test_filters(void **st)
 	watch_stream *ws;
 	assert_int_equal(watch_stream_open(h, NULL, &ws, NULL), 0);
 	int64_t ids[3];
-	unsigned f[3] = { WATCH_NOPUT, WATCH_NODELETE, 0 };
+	unsigned f[3] = {WATCH_NOPUT, WATCH_NODELETE, 0};
 	for (int i = 0; i < 3; i++) {
-		watch_spec sp = { .key = (const uint8_t *)"k", .key_len = 1, .filters = f[i], .prev_kv = i == 2 };
+		watch_spec sp = {.key = (const uint8_t *)"k", .key_len = 1, .filters = f[i], .prev_kv = i == 2};
 		assert_int_equal(watch_hub_add(h, ws, &sp, &ids[i], NULL, NULL), 0);
 	}
-	evbuf eb = { .n = 0 };
+	evbuf eb = {.n = 0};
 	put(&eb, PUT, "k");
 	put(&eb, DEL, "k");
 	watch_batch b;
@@ -296,7 +302,7 @@ static void test_sync_and_catch_up(void **st)
 	watch_hub *h = mk(20);
 	watch_stream *ws;
 	assert_int_equal(watch_stream_open(h, NULL, &ws, NULL), 0);
-	watch_spec sp = { .key = (const uint8_t *)"k", .key_len = 1, .start_rev = 5 };
+	watch_spec sp = {.key = (const uint8_t *)"k", .key_len = 1, .start_rev = 5};
 	int64_t old, fut, now;
 	bool synced = true;
 	assert_int_equal(watch_hub_add(h, ws, &sp, &old, &synced, NULL), 0);
@@ -313,7 +319,7 @@ static void test_sync_and_catch_up(void **st)
 	assert_int_equal(wi[0].next_rev, 5);
 	assert_true(wi[0].key_len == 1 && wi[0].key[0] == 'k');
 
-	evbuf eb = { .n = 0 };
+	evbuf eb = {.n = 0};
 	put(&eb, PUT, "k");
 	watch_batch b;
 	watch_batch_init(&b);
@@ -361,7 +367,7 @@ static void test_progress(void **st)
 	watch_hub *h = mk(5);
 	watch_stream *ws;
 	assert_int_equal(watch_stream_open(h, NULL, &ws, NULL), 0);
-	watch_spec sp = { .key = (const uint8_t *)"a", .key_len = 1, .progress_notify = true };
+	watch_spec sp = {.key = (const uint8_t *)"a", .key_len = 1, .progress_notify = true};
 	int64_t pa, pb, plain, old;
 	assert_int_equal(watch_hub_add(h, ws, &sp, &pa, NULL, NULL), 0);
 	sp.key = (const uint8_t *)"b";
@@ -376,7 +382,7 @@ static void test_progress(void **st)
 	assert_int_equal(b.n, 0);
 	assert_int_equal(due, clk + 10 * S);
 	clk += 6 * S;
-	evbuf eb = { .n = 0 };
+	evbuf eb = {.n = 0};
 	put(&eb, PUT, "a");
 	assert_int_equal(watch_hub_feed(h, 6, eb.p, 1, &b, NULL), 0);
 	assert_int_equal(b.n, 2);
@@ -402,7 +408,7 @@ static void test_progress(void **st)
 
 static void test_fragment_count(void **st)
 {
-	evbuf eb = { .n = 0 };
+	evbuf eb = {.n = 0};
 	static uint8_t val[1000];
 	for (int i = 0; i < 5; i++) {
 		put(&eb, PUT, "key");
@@ -487,9 +493,13 @@ static void test_many_vs_brute_force(void **st)
 	for (size_t i = 0; i < n; i++) {
 		rnd_key(&x, w[i].key, &w[i].klen);
 		switch (x % 8) {
-		case 0: case 1: case 2: case 3:
+		case 0:
+		case 1:
+		case 2:
+		case 3:
 			break; /* exact */
-		case 4: case 5: /* prefix */
+		case 4:
+		case 5: /* prefix */
 			memcpy(w[i].end, w[i].key, w[i].klen);
 			w[i].elen = w[i].klen;
 			w[i].end[w[i].elen - 1]++;
@@ -503,8 +513,10 @@ static void test_many_vs_brute_force(void **st)
 			w[i].end[0] = 0;
 			w[i].elen = 1;
 		}
-		watch_spec sp = { .key = (const uint8_t *)w[i].key, .key_len = w[i].klen,
-				  .range_end = (const uint8_t *)w[i].end, .range_end_len = w[i].elen };
+		watch_spec sp = {.key = (const uint8_t *)w[i].key,
+		                 .key_len = w[i].klen,
+		                 .range_end = (const uint8_t *)w[i].end,
+		                 .range_end_len = w[i].elen};
 		assert_int_equal(watch_hub_add(h, ws, &sp, &w[i].id, NULL, NULL), 0);
 		assert_int_equal(w[i].id, (int64_t)i);
 		w[i].live = true;
@@ -530,7 +542,7 @@ static void test_many_vs_brute_force(void **st)
 			if (w[i].live && bw_match(&w[i], k, kl))
 				expect++;
 		memset(seen, 0, n);
-		cnt c = { seen, 0 };
+		cnt c = {seen, 0};
 		watch_hub_match(h, (const uint8_t *)k, kl, on_count, &c);
 		assert_int_equal(c.n, expect);
 		for (size_t i = 0; i < n; i++)
@@ -582,13 +594,15 @@ static void test_feed_random_vs_model(void **st)
 			}
 			filt[i] = (unsigned)(r >> 10) % 4;
 			strm[i] = (int)((r >> 20) % NS);
-			watch_spec sp = { .key = (const uint8_t *)w[i].key, .key_len = w[i].klen,
-					  .range_end = (const uint8_t *)w[i].end, .range_end_len = w[i].elen,
-					  .filters = filt[i] };
+			watch_spec sp = {.key = (const uint8_t *)w[i].key,
+			                 .key_len = w[i].klen,
+			                 .range_end = (const uint8_t *)w[i].end,
+			                 .range_end_len = w[i].elen,
+			                 .filters = filt[i]};
 			assert_int_equal(watch_hub_add(h, ws[strm[i]], &sp, &w[i].id, NULL, NULL), 0);
 			w[i].live = true;
 		}
-		evbuf eb = { .n = 0 };
+		evbuf eb = {.n = 0};
 		static char keys[16][8];
 		size_t ne = 1 + xs_next(&x) % 6;
 		for (size_t j = 0; j < ne; j++) {
@@ -644,7 +658,7 @@ static void test_alloc_failures(void **st)
 			for (int i = 0; i < 30; i++) {
 				char k[8];
 				snprintf(k, sizeof k, "k%d", i % 7);
-				watch_spec sp = { .key = (const uint8_t *)k, .key_len = strlen(k) };
+				watch_spec sp = {.key = (const uint8_t *)k, .key_len = strlen(k)};
 				if (i % 3 == 0) {
 					sp.range_end = (const uint8_t *)"z";
 					sp.range_end_len = 1;
@@ -652,7 +666,7 @@ static void test_alloc_failures(void **st)
 				int64_t id;
 				watch_hub_add(h, ws, &sp, &id, NULL, NULL);
 			}
-			evbuf eb = { .n = 0 };
+			evbuf eb = {.n = 0};
 			put(&eb, PUT, "k1");
 			put(&eb, PUT, "k2");
 			watch_batch b;
@@ -670,18 +684,18 @@ static void test_alloc_failures(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_match_kinds),
-		cmocka_unit_test(test_empty_range_refused),
-		cmocka_unit_test(test_ids),
-		cmocka_unit_test(test_removal_keeps_others),
-		cmocka_unit_test(test_feed_groups_txn),
-		cmocka_unit_test(test_filters),
-		cmocka_unit_test(test_sync_and_catch_up),
-		cmocka_unit_test(test_progress),
-		cmocka_unit_test(test_fragment_count),
-		cmocka_unit_test(test_many_vs_brute_force),
-		cmocka_unit_test(test_feed_random_vs_model),
-		cmocka_unit_test(test_alloc_failures),
+	    cmocka_unit_test(test_match_kinds),
+	    cmocka_unit_test(test_empty_range_refused),
+	    cmocka_unit_test(test_ids),
+	    cmocka_unit_test(test_removal_keeps_others),
+	    cmocka_unit_test(test_feed_groups_txn),
+	    cmocka_unit_test(test_filters),
+	    cmocka_unit_test(test_sync_and_catch_up),
+	    cmocka_unit_test(test_progress),
+	    cmocka_unit_test(test_fragment_count),
+	    cmocka_unit_test(test_many_vs_brute_force),
+	    cmocka_unit_test(test_feed_random_vs_model),
+	    cmocka_unit_test(test_alloc_failures),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

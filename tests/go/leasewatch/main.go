@@ -233,7 +233,7 @@ func rawReplies(cli *clientv3.Client, conn *grpc.ClientConn) {
 		clientv3.OpDelete("tx/c")).Commit()
 	cli.Delete(ctxT(5*time.Second), "tx/a")
 	got := map[int64][]*pb.WatchResponse{}
-	for i := 0; i < 3; i++ { // id: put, txn, delete; idNoPut: delete
+	for i := 0; i < 4; i++ { // id: put, txn, delete; idNoPut: delete (either order)
 		r = rw.recv()
 		if r == nil {
 			break
