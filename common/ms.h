@@ -187,4 +187,36 @@ void ms_queue_kick(ms_queue *q);
 /* Thread consumer: blocks until something may have been pushed. */
 void ms_queue_wait(ms_queue *q);
 
+/* ---- directories ---- */
+/* mkdir -p with mode 0700. MS_EIO names the directory that failed. */
+int ms_mkdir_p(const char *path, ms_err *err);
+/* rm -rf: best effort, for directories this process made. */
+void ms_rmtree(const char *path);
+
+/* ---- hash table of pointers -------------------------------------------------
+ * Open addressing, each slot remembering its entry's 64-bit hash, linear
+ * probing and backward-shift deletion (no tombstones), so lookups stay short
+ * after millions of inserts and removes. The caller hashes and compares.
+ * Not thread-safe: its owner locks. */
+typedef struct ms_htab {
+	uint64_t *h; /* 0 = empty slot; stored hashes have bit 0 set */
+	void **v;
+	size_t cap; /* power of two, or 0 */
+	size_t n;
+} ms_htab;
+
+/* eq(entry, key) says whether a stored entry is the one sought. */
+typedef bool (*ms_htab_eq)(const void *entry, const void *key);
+
+void ms_htab_free(ms_htab *t);
+/* The entry with hash h equal to key, or NULL. */
+void *ms_htab_find(const ms_htab *t, uint64_t h, ms_htab_eq eq, const void *key);
+/* Inserts v (which must not be present). MS_ENOMEM. */
+int ms_htab_insert(ms_htab *t, uint64_t h, void *v);
+/* Removes and returns the entry equal to key, or NULL. */
+void *ms_htab_remove(ms_htab *t, uint64_t h, ms_htab_eq eq, const void *key);
+
+uint64_t ms_hash_u64(uint64_t x);
+uint64_t ms_hash_bytes(const uint8_t *p, size_t n);
+
 #endif

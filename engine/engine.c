@@ -128,26 +128,6 @@ static bool engine_lease_exists_unlocked(engine *e, int64_t id)
 }
 
 /* ---- open / close ---- */
-static int mkdir_p(const char *dir)
-{
-	char *d = ms_strdup(dir);
-	if (!d)
-		return -1;
-	for (char *p = d + 1; *p; p++) {
-		if (*p == '/') {
-			*p = 0;
-			if (mkdir(d, 0700) && errno != EEXIST) {
-				ms_free(d);
-				return -1;
-			}
-			*p = '/';
-		}
-	}
-	int r = mkdir(d, 0700) && errno != EEXIST ? -1 : 0;
-	ms_free(d);
-	return r;
-}
-
 /* 1 = empty, 0 = has entries, -1 = cannot read */
 static int dir_empty(const char *dir)
 {
@@ -249,7 +229,7 @@ int engine_open(const char *dir, const engine_opts *o, engine **out, ms_err *err
 			return ms_err_set(err, MS_EIO, "engine: stat %s: %s", dir, strerror(errno));
 		if (!o->create_if_missing)
 			return ms_err_set(err, MS_ENOTFOUND, "engine: no store at %s", dir);
-		if (mkdir_p(dir))
+		if (ms_mkdir_p(dir, NULL))
 			return ms_err_set(err, MS_EIO, "engine: mkdir %s: %s", dir, strerror(errno));
 		fresh = true;
 	} else if (!S_ISDIR(st.st_mode)) {
@@ -708,24 +688,6 @@ int engine_sync(engine *e, ms_err *err)
 
 /* ---- snapshot install ---- */
 
-static void remove_tree(const char *path)
-{
-	DIR *d = opendir(path);
-	if (d) {
-		struct dirent *de;
-		while ((de = readdir(d))) {
-			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-				continue;
-			char p[4096];
-			snprintf(p, sizeof p, "%s/%s", path, de->d_name);
-			if (unlink(p) != 0)
-				remove_tree(p);
-		}
-		closedir(d);
-	}
-	rmdir(path);
-}
-
 /* fsyncs every regular file in dir, then dir itself */
 static int sync_tree(const char *dir)
 {
@@ -805,7 +767,7 @@ int engine_install(engine *e, const char *src, ms_err *err)
 	pthread_rwlock_wrlock(&e->swap);
 	eng_compact_stop(e);
 	close_db(e);
-	remove_tree(old);
+	ms_rmtree(old);
 	if (rename(e->dir, old) != 0 || rename(src, e->dir) != 0) {
 		rc = ms_err_set(err, MS_EIO, "engine: cannot move the snapshot into %s: %s", e->dir, strerror(errno));
 		if (access(e->dir, F_OK) != 0)
@@ -830,11 +792,11 @@ int engine_install(engine *e, const char *src, ms_err *err)
 		MS_ERROR("engine", "installed snapshot does not open (%s); keeping the previous store",
 		         err ? err->msg : "");
 		close_db(e);
-		remove_tree(e->dir);
+		ms_rmtree(e->dir);
 		rename(old, e->dir);
 		goto reopen;
 	}
-	remove_tree(old);
+	ms_rmtree(old);
 	goto restart;
 reopen:
 	if (open_db(e, NULL) != 0) {

@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "kv.pb-c.h"
-#include "lease/lease_tab.h"
 
 #define NS_PER_S 1000000000LL
 #define NOT_IN_HEAP SIZE_MAX
@@ -37,8 +36,8 @@ struct lease_mgr {
 	pthread_mutex_t mu;
 	lease_cfg cfg;
 	bool primary;
-	lease_tab byid;  /* lease * */
-	lease_tab bykey; /* lease_item * */
+	ms_htab byid;  /* lease * */
+	ms_htab bykey; /* lease_item * */
 	lease **heap;
 	size_t hn, hcap;
 };
@@ -85,7 +84,7 @@ static bool key_eq(const void *entry, const void *key)
 
 static lease *find_lease(lease_mgr *m, int64_t id)
 {
-	return lease_tab_find(&m->byid, lease_hash_u64((uint64_t)id), id_eq, &id);
+	return ms_htab_find(&m->byid, ms_hash_u64((uint64_t)id), id_eq, &id);
 }
 
 /* ---- the heap (min by due) ---- */
@@ -217,7 +216,7 @@ static void item_link(lease *l, lease_item *it)
 static void item_drop(lease_mgr *m, lease_item *it)
 {
 	keyref k = {it->key, it->len};
-	lease_item *got = lease_tab_remove(&m->bykey, it->hash, key_eq, &k);
+	lease_item *got = ms_htab_remove(&m->bykey, it->hash, key_eq, &k);
 	MS_ASSERT(got == it);
 	item_unlink(it);
 	ms_free(it);
@@ -226,8 +225,8 @@ static void item_drop(lease_mgr *m, lease_item *it)
 static int attach_locked(lease_mgr *m, const uint8_t *key, size_t len, int64_t id, ms_err *err)
 {
 	keyref k = {key, len};
-	uint64_t h = lease_hash_bytes(key, len);
-	lease_item *it = lease_tab_find(&m->bykey, h, key_eq, &k);
+	uint64_t h = ms_hash_bytes(key, len);
+	lease_item *it = ms_htab_find(&m->bykey, h, key_eq, &k);
 	lease *l = id ? find_lease(m, id) : NULL;
 	if (!l) {
 		if (it)
@@ -250,7 +249,7 @@ static int attach_locked(lease_mgr *m, const uint8_t *key, size_t len, int64_t i
 	it->len = len;
 	if (len)
 		memcpy(it->key, key, len);
-	if (lease_tab_insert(&m->bykey, h, it)) {
+	if (ms_htab_insert(&m->bykey, h, it)) {
 		ms_free(it);
 		return ms_err_set(err, MS_ENOMEM, "lease: out of memory attaching a key");
 	}
@@ -307,8 +306,8 @@ void lease_mgr_del(lease_mgr *m)
 	for (size_t i = 0; i < m->byid.cap; i++)
 		if (m->byid.h[i])
 			free_lease(m->byid.v[i]);
-	lease_tab_free(&m->byid);
-	lease_tab_free(&m->bykey);
+	ms_htab_free(&m->byid);
+	ms_htab_free(&m->bykey);
 	ms_free(m->heap);
 	pthread_mutex_destroy(&m->mu);
 	ms_free(m);
@@ -357,14 +356,14 @@ static int grant_locked(lease_mgr *m, int64_t id, int64_t ttl, bool check_max, i
 	l->ttl = ttl;
 	l->hidx = NOT_IN_HEAP;
 	l->expiry = l->due = INT64_MAX;
-	if (lease_tab_insert(&m->byid, lease_hash_u64((uint64_t)id), l)) {
+	if (ms_htab_insert(&m->byid, ms_hash_u64((uint64_t)id), l)) {
 		ms_free(l);
 		return ms_err_set(err, MS_ENOMEM, "lease: out of memory");
 	}
 	if (m->primary) {
 		l->expiry = l->due = sat_add(now_ns(m), ttl_ns(ttl));
 		if (heap_push(m, l)) {
-			lease_tab_remove(&m->byid, lease_hash_u64((uint64_t)id), id_eq, &id);
+			ms_htab_remove(&m->byid, ms_hash_u64((uint64_t)id), id_eq, &id);
 			ms_free(l);
 			return ms_err_set(err, MS_ENOMEM, "lease: out of memory");
 		}
@@ -385,7 +384,7 @@ int lease_grant(lease_mgr *m, int64_t id, int64_t ttl, int64_t *granted_ttl, ms_
 int lease_revoke(lease_mgr *m, int64_t id, ms_err *err)
 {
 	pthread_mutex_lock(&m->mu);
-	lease *l = lease_tab_remove(&m->byid, lease_hash_u64((uint64_t)id), id_eq, &id);
+	lease *l = ms_htab_remove(&m->byid, ms_hash_u64((uint64_t)id), id_eq, &id);
 	if (!l) {
 		pthread_mutex_unlock(&m->mu);
 		return ms_err_set(err, MS_ELEASE_NOT_FOUND, "etcdserver: requested lease not found");
@@ -507,7 +506,7 @@ int64_t lease_of_key(lease_mgr *m, const uint8_t *key, size_t len)
 {
 	keyref k = {key, len};
 	pthread_mutex_lock(&m->mu);
-	lease_item *it = lease_tab_find(&m->bykey, lease_hash_bytes(key, len), key_eq, &k);
+	lease_item *it = ms_htab_find(&m->bykey, ms_hash_bytes(key, len), key_eq, &k);
 	int64_t id = it ? it->owner->id : 0;
 	pthread_mutex_unlock(&m->mu);
 	return id;
@@ -689,7 +688,7 @@ int lease_mgr_check(lease_mgr *m)
 		size_t c = 0;
 		for (lease_item *it = l->items; it; it = it->next) {
 			keyref k = {it->key, it->len};
-			if (it->owner != l || lease_tab_find(&m->bykey, it->hash, key_eq, &k) != it)
+			if (it->owner != l || ms_htab_find(&m->bykey, it->hash, key_eq, &k) != it)
 				rc = MS_ECORRUPT;
 			c++;
 		}

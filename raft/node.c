@@ -290,24 +290,6 @@ static void *applier_main(void *arg)
 }
 
 /* ---- the ready loop ---- */
-static void remove_tree(const char *path)
-{
-	DIR *d = opendir(path);
-	if (d) {
-		struct dirent *de;
-		while ((de = readdir(d))) {
-			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-				continue;
-			char p[4096];
-			snprintf(p, sizeof p, "%s/%s", path, de->d_name);
-			if (unlink(p) != 0)
-				remove_tree(p);
-		}
-		closedir(d);
-	}
-	rmdir(path);
-}
-
 /* Raft §7: a follower behind our compacted log gets a copy of the state
  * machine (an engine checkpoint, possibly newer than the snapshot's index:
  * the receiver skips what its store already holds). Known limitation: the
@@ -317,7 +299,7 @@ static void send_snapshot(raft_node *n, const raft_msg *m)
 	char dir[4096];
 	snprintf(dir, sizeof dir, "%s/out-%llx-%llu", n->snap_dir, (unsigned long long)m->to,
 	         (unsigned long long)++n->snap_seq);
-	remove_tree(dir);
+	ms_rmtree(dir);
 	int rc = n->cb.make_snapshot ? n->cb.make_snapshot(n->ud, dir) : MS_EUNSUPPORTED;
 	if (rc == 0)
 		rc = raft_transport_send_snapshot(n->tr, m, dir);
@@ -333,7 +315,7 @@ static void send_snapshot(raft_node *n, const raft_msg *m)
 	}
 	MS_WARN("raft", "%llx: cannot send a snapshot to %llx (%s)", (unsigned long long)n->id,
 	        (unsigned long long)m->to, ms_strerror(rc));
-	remove_tree(dir);
+	ms_rmtree(dir);
 	uint64_t *f = ms_realloc(n->snap_failed, (n->nsnap_failed + 1) * sizeof *f);
 	MS_ASSERT(f != NULL);
 	n->snap_failed = f;
@@ -721,7 +703,7 @@ static void tr_on_snapshot_sent(void *ud, uint64_t peer, bool ok)
 	for (size_t i = 0; i < n->nsnap_out; i++) {
 		if (n->snap_out[i].to != peer)
 			continue;
-		remove_tree(n->snap_out[i].dir);
+		ms_rmtree(n->snap_out[i].dir);
 		ms_free(n->snap_out[i].dir);
 		n->snap_out[i] = n->snap_out[--n->nsnap_out];
 		break;
@@ -740,11 +722,11 @@ static void tr_on_snapshot(void *ud, const raft_msg *m, const char *dir)
 	if (!n->cb.install) {
 		MS_WARN("raft", "%llx: dropping a snapshot from %llx: this member cannot install snapshots",
 		        (unsigned long long)n->id, (unsigned long long)m->from);
-		remove_tree(dir);
+		ms_rmtree(dir);
 		return;
 	}
 	if (n->incoming_dir) {
-		remove_tree(n->incoming_dir);
+		ms_rmtree(n->incoming_dir);
 		ms_free(n->incoming_dir);
 	}
 	n->incoming_dir = ms_strdup(dir);
@@ -755,7 +737,7 @@ static void tr_on_snapshot(void *ud, const raft_msg *m, const char *dir)
 	drive(n);
 	if (n->incoming_dir) {
 		/* not wanted (stale): the core kept its own log */
-		remove_tree(n->incoming_dir);
+		ms_rmtree(n->incoming_dir);
 		ms_free(n->incoming_dir);
 		n->incoming_dir = NULL;
 	}
@@ -916,13 +898,13 @@ void raft_node_free(raft_node *n)
 	}
 	raft_transport_free(n->tr);
 	for (size_t i = 0; i < n->nsnap_out; i++) {
-		remove_tree(n->snap_out[i].dir);
+		ms_rmtree(n->snap_out[i].dir);
 		ms_free(n->snap_out[i].dir);
 	}
 	ms_free(n->snap_out);
 	ms_free(n->snap_failed);
 	if (n->incoming_dir)
-		remove_tree(n->incoming_dir);
+		ms_rmtree(n->incoming_dir);
 	ms_free(n->incoming_dir);
 	ms_free(n->snap_dir);
 	if (n->tick_ev)
@@ -940,7 +922,7 @@ void raft_node_free(raft_node *n)
 			if (p == &stop_sentinel)
 				continue;
 			if (qs[i] == n->apply_q && ((apply_job *)p)->install_dir) {
-				remove_tree(((apply_job *)p)->install_dir);
+				ms_rmtree(((apply_job *)p)->install_dir);
 				ms_free(((apply_job *)p)->install_dir);
 			}
 			if (qs[i] == n->log_q || qs[i] == n->log_done_q) {

@@ -26,28 +26,6 @@ static int path_join(char **out, const char *a, const char *b)
 	return 0;
 }
 
-static int mkdir_p(const char *path, ms_err *err)
-{
-	char *tmp = ms_strdup(path);
-	if (!tmp)
-		return ms_err_set(err, MS_ENOMEM, "out of memory");
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = 0;
-		if (mkdir(tmp, 0700) != 0 && errno != EEXIST) {
-			int rc = ms_err_set(err, MS_EIO, "cannot create %s: %s", tmp, strerror(errno));
-			ms_free(tmp);
-			return rc;
-		}
-		*p = '/';
-	}
-	ms_free(tmp);
-	if (mkdir(path, 0700) != 0 && errno != EEXIST)
-		return ms_err_set(err, MS_EIO, "cannot create %s: %s", path, strerror(errno));
-	return 0;
-}
-
 /* Decides whether dir is a new member (true), an existing MetaStore member
  * (false), or something we must not touch (error). */
 static int check_data_dir(const char *dir, bool *fresh, ms_err *err)
@@ -311,6 +289,7 @@ static void on_read_done(evutil_socket_t fd, short what, void *arg)
 
 /* ---- deadlines ---- */
 static void finish_moves(ms_server *s, int64_t now, int stop_code);
+static void flush_pending(ms_server *s);
 static void propose_publish(ms_server *s);
 static void propose_cluster_version(ms_server *s);
 static void fail_expired_reads(read_req **list, int64_t now)
@@ -344,6 +323,8 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 	fail_expired_reads(&s->reads_wait_apply, now);
 	finish_moves(s, now, 0);
 	ms_server_peer_sweep(s, now);
+	if (s->pending_head)
+		flush_pending(s);
 	/* publishing is retried until it commits: a proposal can be dropped
 	 * on the way to the leader (its connection not up yet) */
 	propose_publish(s);
@@ -541,9 +522,9 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 			rc = path_join(&s->raft_dir, msdir, "raft");
 	}
 	if (!rc && fresh)
-		rc = mkdir_p(msdir, err);
+		rc = ms_mkdir_p(msdir, err);
 	if (!rc && fresh && cfg->wal_dir && *cfg->wal_dir)
-		rc = mkdir_p(cfg->wal_dir, err);
+		rc = ms_mkdir_p(cfg->wal_dir, err);
 	ms_free(msdir);
 	if (rc)
 		goto fail;
@@ -604,7 +585,7 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 		rc = ms_err_set(err, MS_ENOMEM, "out of memory");
 		goto fail;
 	}
-	if ((rc = mkdir_p(snap_dir, err))) {
+	if ((rc = ms_mkdir_p(snap_dir, err))) {
 		ms_free(voters);
 		ms_free(peers);
 		ms_free(snap_dir);
@@ -765,26 +746,39 @@ void ms_server_free(ms_server *s)
 /* ---- requests ---- */
 /* Proposals made while no leader is known wait (until their deadline) and
  * go out when one is elected, as etcd's do. */
+static void pending_push(ms_server *s, pending_prop *p)
+{
+	p->next = NULL;
+	*s->pending_tail = p;
+	s->pending_tail = &p->next;
+}
+
+/* Proposals wait here while no leader is known, or when the way to the
+ * leader is down (a forward was dropped: MS_EAGAIN); the sweep and leader
+ * changes retry them until their caller's deadline, as etcd's do. */
 static void flush_pending(ms_server *s)
 {
-	while (s->leader && s->pending_head) {
-		pending_prop *p = s->pending_head;
-		s->pending_head = p->next;
-		if (!s->pending_head)
-			s->pending_tail = &s->pending_head;
+	pending_prop *list = s->pending_head;
+	s->pending_head = NULL;
+	s->pending_tail = &s->pending_head;
+	while (list) {
+		pending_prop *p = list;
+		list = p->next;
 		/* skip proposals whose caller already timed out */
 		size_t b = (size_t)(p->id * 0x9E3779B97F4A7C15ULL >> 50) & (WTAB_SIZE - 1);
 		bool live = false;
 		for (waiter *w = s->wtab[b]; w && !live; w = w->hnext)
 			live = w->id == p->id;
-		if (live) {
-			int rc = raft_node_propose(s->node, p->data, p->len);
-			if (rc) {
-				waiter *w = ms_server_waiter_take(s, p->id);
-				if (w) {
-					w->done(w->arg, rc, NULL, NULL);
-					ms_free(w);
-				}
+		int rc = !live ? 0 : !s->leader ? MS_EAGAIN : raft_node_propose(s->node, p->data, p->len);
+		if (rc == MS_EAGAIN || rc == MS_ENO_LEADER) {
+			pending_push(s, p);
+			continue;
+		}
+		if (rc) {
+			waiter *w = ms_server_waiter_take(s, p->id);
+			if (w) {
+				w->done(w->arg, rc, NULL, NULL);
+				ms_free(w);
 			}
 		}
 		ms_free(p);
@@ -812,22 +806,18 @@ int ms_server_propose(ms_server *s, Msinternal__InternalRequest *req, int64_t de
 	*w = (waiter){.id = req->id, .deadline = deadline ? deadline : default_deadline(s), .done = done, .arg = arg};
 	/* registered before proposing: a one-member apply can be quick */
 	waiter_insert(s, w);
-	int rc;
-	if (!s->leader) {
+	int rc = s->leader ? raft_node_propose(s->node, buf, len) : MS_ENO_LEADER;
+	if (rc == MS_ENO_LEADER || rc == MS_EAGAIN) {
 		pending_prop *p = ms_malloc(sizeof *p + len);
 		if (p) {
 			p->id = req->id;
-			p->next = NULL;
 			p->len = len;
 			memcpy(p->data, buf, len);
-			*s->pending_tail = p;
-			s->pending_tail = &p->next;
+			pending_push(s, p);
 			rc = 0;
 		} else {
 			rc = MS_ENOMEM;
 		}
-	} else {
-		rc = raft_node_propose(s->node, buf, len);
 	}
 	if (buf != stackbuf)
 		ms_free(buf);

@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "kv.pb-c.h"
-#include "watch/watch_tab.h"
 
 #define DEFAULT_PROGRESS_NS (600LL * 1000000000LL)
 
@@ -45,7 +44,7 @@ struct watcher {
 struct watch_stream {
 	watch_hub *hub;
 	void *owner;
-	watch_tab byid; /* watcher * by id */
+	ms_htab byid; /* watcher * by id */
 	watcher *all, *unsynced;
 	int64_t next_auto;
 };
@@ -54,7 +53,7 @@ struct watch_hub {
 	pthread_mutex_t mu;
 	watch_cfg cfg;
 	int64_t rev;
-	watch_tab exact; /* head watcher * by key */
+	ms_htab exact;   /* head watcher * by key */
 	watcher *ranges; /* treap root */
 	watcher *progress;
 	size_t count, nstreams;
@@ -92,7 +91,7 @@ static bool id_eq(const void *entry, const void *key)
 
 static uint64_t id_hash(int64_t id)
 {
-	return watch_hash_u64((uint64_t)id);
+	return ms_hash_u64((uint64_t)id);
 }
 
 /* ---- the interval treap ---- */
@@ -218,7 +217,7 @@ static void treap_stab(watcher *t, const uint8_t *key, size_t len, visit_fn fn, 
 static void match_locked(watch_hub *h, const uint8_t *key, size_t len, visit_fn fn, void *arg)
 {
 	keyref k = {key, len};
-	for (watcher *w = watch_tab_find(&h->exact, watch_hash_bytes(key, len), exact_eq, &k); w; w = w->eq_next)
+	for (watcher *w = ms_htab_find(&h->exact, ms_hash_bytes(key, len), exact_eq, &k); w; w = w->eq_next)
 		fn(arg, w);
 	treap_stab(h->ranges, key, len, fn, arg);
 }
@@ -303,7 +302,7 @@ void watch_hub_del(watch_hub *h)
 	if (!h)
 		return;
 	MS_ASSERT(h->nstreams == 0 && h->count == 0);
-	watch_tab_free(&h->exact);
+	ms_htab_free(&h->exact);
 	pthread_mutex_destroy(&h->mu);
 	ms_free(h);
 }
@@ -349,13 +348,13 @@ static void unlink_watcher(watch_hub *h, watcher *w)
 		} else {
 			/* w heads its key's group in the table: hand the slot on */
 			keyref k = {w->key, w->key_len};
-			uint64_t hh = watch_hash_bytes(w->key, w->key_len);
-			watcher *got = watch_tab_remove(&h->exact, hh, exact_eq, &k);
+			uint64_t hh = ms_hash_bytes(w->key, w->key_len);
+			watcher *got = ms_htab_remove(&h->exact, hh, exact_eq, &k);
 			MS_ASSERT(got == w);
 			if (w->eq_next) {
 				w->eq_next->eq_prev = NULL;
 				/* cannot fail: a slot was just freed and the table never shrinks */
-				int rc = watch_tab_insert(&h->exact, hh, w->eq_next);
+				int rc = ms_htab_insert(&h->exact, hh, w->eq_next);
 				MS_ASSERT(rc == 0);
 			}
 		}
@@ -363,7 +362,7 @@ static void unlink_watcher(watch_hub *h, watcher *w)
 		h->ranges = treap_remove(h->ranges, w);
 	}
 	int64_t id = w->id;
-	watcher *got = watch_tab_remove(&ws->byid, id_hash(id), id_eq, &id);
+	watcher *got = ms_htab_remove(&ws->byid, id_hash(id), id_eq, &id);
 	MS_ASSERT(got == w);
 	LIST_DEL(ws->all, w, s_prev, s_next);
 	if (!w->synced)
@@ -387,7 +386,7 @@ void watch_stream_close(watch_stream *ws)
 	}
 	h->nstreams--;
 	pthread_mutex_unlock(&h->mu);
-	watch_tab_free(&ws->byid);
+	ms_htab_free(&ws->byid);
 	ms_free(ws);
 }
 
@@ -401,7 +400,7 @@ size_t watch_stream_count(watch_stream *ws)
 
 static watcher *find_watcher(watch_stream *ws, int64_t id)
 {
-	return watch_tab_find(&ws->byid, id_hash(id), id_eq, &id);
+	return ms_htab_find(&ws->byid, id_hash(id), id_eq, &id);
 }
 
 int watch_hub_add(watch_hub *h, watch_stream *ws, const watch_spec *spec, int64_t *id, bool *synced, ms_err *err)
@@ -458,14 +457,14 @@ int watch_hub_add(watch_hub *h, watch_stream *ws, const watch_spec *spec, int64_
 		wid = ws->next_auto++;
 	}
 	w->id = wid;
-	if (watch_tab_insert(&ws->byid, id_hash(wid), w)) {
+	if (ms_htab_insert(&ws->byid, id_hash(wid), w)) {
 		rc = ms_err_set(err, MS_ENOMEM, "watch: out of memory");
 		goto fail_locked;
 	}
 	if (kind == W_EXACT) {
 		keyref k = {w->key, w->key_len};
-		uint64_t hh = watch_hash_bytes(w->key, w->key_len);
-		watcher *head = watch_tab_find(&h->exact, hh, exact_eq, &k);
+		uint64_t hh = ms_hash_bytes(w->key, w->key_len);
+		watcher *head = ms_htab_find(&h->exact, hh, exact_eq, &k);
 		if (head) {
 			/* join the group behind its head: the table slot stays as is */
 			w->eq_prev = head;
@@ -473,8 +472,8 @@ int watch_hub_add(watch_hub *h, watch_stream *ws, const watch_spec *spec, int64_
 			if (head->eq_next)
 				head->eq_next->eq_prev = w;
 			head->eq_next = w;
-		} else if (watch_tab_insert(&h->exact, hh, w)) {
-			watch_tab_remove(&ws->byid, id_hash(wid), id_eq, &wid);
+		} else if (ms_htab_insert(&h->exact, hh, w)) {
+			ms_htab_remove(&ws->byid, id_hash(wid), id_eq, &wid);
 			rc = ms_err_set(err, MS_ENOMEM, "watch: out of memory");
 			goto fail_locked;
 		}

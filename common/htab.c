@@ -1,5 +1,5 @@
-/* watch_tab.c — open-addressing pointer table for the watch hub. */
-#include "watch/watch_tab.h"
+/* htab.c — the open-addressing pointer table the lease manager and the watch hub share. */
+#include "common/ms.h"
 
 #include <string.h>
 
@@ -10,7 +10,7 @@ static inline uint64_t slot_hash(uint64_t h)
 	return h | 1;
 }
 
-uint64_t watch_hash_u64(uint64_t x)
+uint64_t ms_hash_u64(uint64_t x)
 {
 	/* splitmix64 finalizer: ids from a counter spread over the table */
 	x ^= x >> 30;
@@ -21,7 +21,7 @@ uint64_t watch_hash_u64(uint64_t x)
 	return x;
 }
 
-uint64_t watch_hash_bytes(const uint8_t *p, size_t n)
+uint64_t ms_hash_bytes(const uint8_t *p, size_t n)
 {
 	uint64_t h = 0x9e3779b97f4a7c15ULL ^ (uint64_t)n;
 	while (n >= 8) {
@@ -36,17 +36,17 @@ uint64_t watch_hash_bytes(const uint8_t *p, size_t n)
 	for (size_t i = 0; i < n; i++)
 		w |= (uint64_t)p[i] << (8 * i);
 	h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
-	return watch_hash_u64(h);
+	return ms_hash_u64(h);
 }
 
-void watch_tab_free(watch_tab *t)
+void ms_htab_free(ms_htab *t)
 {
 	ms_free(t->h);
 	ms_free(t->v);
 	memset(t, 0, sizeof *t);
 }
 
-void *watch_tab_find(const watch_tab *t, uint64_t h, watch_tab_eq eq, const void *key)
+void *ms_htab_find(const ms_htab *t, uint64_t h, ms_htab_eq eq, const void *key)
 {
 	if (!t->cap)
 		return NULL;
@@ -67,7 +67,7 @@ static void put_slot(uint64_t *hs, void **vs, size_t mask, uint64_t h, void *v)
 	vs[i] = v;
 }
 
-static int grow(watch_tab *t)
+static int grow(ms_htab *t)
 {
 	size_t ncap = t->cap ? t->cap * 2 : 16;
 	uint64_t *nh = ms_calloc(ncap, sizeof *nh);
@@ -88,7 +88,7 @@ static int grow(watch_tab *t)
 	return 0;
 }
 
-int watch_tab_insert(watch_tab *t, uint64_t h, void *v)
+int ms_htab_insert(ms_htab *t, uint64_t h, void *v)
 {
 	/* load factor <= 3/4 keeps linear probes short */
 	if ((t->n + 1) * 4 > t->cap * 3) {
@@ -101,7 +101,7 @@ int watch_tab_insert(watch_tab *t, uint64_t h, void *v)
 	return 0;
 }
 
-void *watch_tab_remove(watch_tab *t, uint64_t h, watch_tab_eq eq, const void *key)
+void *ms_htab_remove(ms_htab *t, uint64_t h, ms_htab_eq eq, const void *key)
 {
 	if (!t->cap)
 		return NULL;
