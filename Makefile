@@ -105,6 +105,11 @@ run: deps
 	  --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
 	  --initial-cluster default=http://127.0.0.1:2380
 
+# Watch fan-out and lease loads, MetaStore vs etcd 3.4 (WATCHERS=, LEASES=).
+bench-lease-watch: deps
+	@$(MAKE) --no-print-directory all
+	@bash bench/bench_lease_watch.sh
+
 # A local three-member cluster in the foreground (Ctrl-C stops it).
 cluster: deps
 	@$(MAKE) --no-print-directory all
@@ -159,7 +164,7 @@ format-check:
 clean:
 	rm -rf $(BUILD) $(BIN) build-asan build-ubsan build-tsan
 
-.PHONY: all deps test test-unit test-integration build-tests run cluster asan ubsan tsan sim fuzz valgrind bench format format-check clean
+.PHONY: bench-lease-watch all deps test test-unit test-integration build-tests run cluster asan ubsan tsan sim fuzz valgrind bench format format-check clean
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
