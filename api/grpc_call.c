@@ -481,8 +481,7 @@ static void wake_data(grpc_call *call)
 	grpc_conn_kick(call->conn);
 }
 
-/* Room for n more bytes at the end of the queue. */
-static uint8_t *out_reserve(grpc_buf *b, size_t n)
+uint8_t *grpc_buf_reserve(grpc_buf *b, size_t n)
 {
 	if (b->off > 0 && (b->off >= b->cap / 2 || b->cap - b->len < n)) {
 		memmove(b->p, b->p + b->off, b->len - b->off);
@@ -509,7 +508,7 @@ static int frame_begin(grpc_call *call, size_t len, uint8_t **payload)
 		return MS_ECANCELED;
 	if (len > UINT32_MAX)
 		return MS_EINVAL;
-	uint8_t *p = out_reserve(&call->out, 5 + len);
+	uint8_t *p = grpc_buf_reserve(&call->out, 5 + len);
 	if (!p)
 		return MS_ENOMEM;
 	p[0] = 0;

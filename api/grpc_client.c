@@ -3,6 +3,7 @@
  * (see grpc_client.h). Output is coalesced: submissions schedule one flush
  * per loop iteration, as the server does. */
 #include "api/grpc_client.h"
+#include "api/grpc_int.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -27,11 +28,6 @@
 #define CL_OUT_LOW ((size_t)256 << 10)
 #define CL_MAX_IO ((size_t)256 << 10)
 
-typedef struct cl_buf {
-	uint8_t *p;
-	size_t off, len, cap;
-} cl_buf;
-
 struct grpc_client_call {
 	grpc_client *cl;
 	int32_t stream_id;
@@ -40,7 +36,7 @@ struct grpc_client_call {
 	void *ud;
 
 	/* sending */
-	cl_buf out;
+	grpc_buf out;
 	bool close_send;
 	bool deferred; /* the data provider said DEFERRED */
 	bool done;
@@ -76,26 +72,6 @@ struct grpc_client {
 };
 
 /* ---- helpers ---- */
-
-static uint8_t *buf_reserve(cl_buf *b, size_t n)
-{
-	if (b->off > 0 && (b->off >= b->cap / 2 || b->cap - b->len < n)) {
-		memmove(b->p, b->p + b->off, b->len - b->off);
-		b->len -= b->off;
-		b->off = 0;
-	}
-	if (b->cap - b->len < n) {
-		size_t cap = b->cap ? b->cap : 256;
-		while (cap - b->len < n)
-			cap *= 2;
-		uint8_t *p = ms_realloc(b->p, cap);
-		if (!p)
-			return NULL;
-		b->p = p;
-		b->cap = cap;
-	}
-	return b->p + b->len;
-}
 
 static int hexval(int ch)
 {
@@ -667,7 +643,7 @@ int grpc_client_call_send(grpc_client_call *call, const uint8_t *msg, size_t len
 		return MS_EINVAL;
 	if (len > UINT32_MAX)
 		return MS_EINVAL;
-	uint8_t *p = buf_reserve(&call->out, len + 5);
+	uint8_t *p = grpc_buf_reserve(&call->out, len + 5);
 	if (!p)
 		return MS_ENOMEM;
 	p[0] = 0;
@@ -691,7 +667,7 @@ int grpc_client_call_send_pb(grpc_client_call *call, const ProtobufCMessage *msg
 	size_t len = protobuf_c_message_get_packed_size(msg);
 	if (len > UINT32_MAX)
 		return MS_EINVAL;
-	uint8_t *p = buf_reserve(&call->out, len + 5);
+	uint8_t *p = grpc_buf_reserve(&call->out, len + 5);
 	if (!p)
 		return MS_ENOMEM;
 	p[0] = 0;

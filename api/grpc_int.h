@@ -27,6 +27,10 @@ typedef struct grpc_buf {
 	size_t off, len, cap;
 } grpc_buf;
 
+/* Room for n more bytes at the end of b (compacting or growing it); NULL
+ * when out of memory. Shared by the server calls and the client. */
+uint8_t *grpc_buf_reserve(grpc_buf *b, size_t n);
+
 typedef struct grpc_md {
 	char *name, *value;
 } grpc_md;

@@ -370,6 +370,21 @@ static Etcdserverpb__Member *find_member(Etcdserverpb__MemberListResponse *l, ui
 	return NULL;
 }
 
+/* True when a member other than except_id already uses one of urls. */
+static bool peer_url_taken(Etcdserverpb__MemberListResponse *l, char **urls, size_t nurls, uint64_t except_id)
+{
+	for (size_t i = 0; i < l->n_members; i++) {
+		Etcdserverpb__Member *m = l->members[i];
+		if (m->id == except_id)
+			continue;
+		for (size_t j = 0; j < m->n_peerurls; j++)
+			for (size_t k = 0; k < nurls; k++)
+				if (!strcmp(m->peerurls[j], urls[k]))
+					return true;
+	}
+	return false;
+}
+
 /* etcd's strict reconfiguration check for a new or promoted voter: the
  * started voters must still be a quorum of the grown cluster. */
 static bool ready_for_voter(Etcdserverpb__MemberListResponse *l)
@@ -420,14 +435,10 @@ int ms_server_member_add(ms_server *s, char **urls, size_t nurls, bool learner, 
 	int rc = 0;
 	pthread_mutex_lock(&s->members_mu);
 	size_t nlearners = 0;
-	for (size_t i = 0; i < s->members->n_members && !rc; i++) {
-		Etcdserverpb__Member *m = s->members->members[i];
-		nlearners += m->islearner;
-		for (size_t j = 0; j < m->n_peerurls; j++)
-			for (size_t k = 0; k < nurls; k++)
-				if (!strcmp(m->peerurls[j], urls[k]))
-					rc = MS_EPEER_URL_EXISTS;
-	}
+	for (size_t i = 0; i < s->members->n_members; i++)
+		nlearners += s->members->members[i]->islearner;
+	if (peer_url_taken(s->members, urls, nurls, 0))
+		rc = MS_EPEER_URL_EXISTS;
 	if (!rc && learner && nlearners >= 1)
 		rc = MS_ETOO_MANY_LEARNERS;
 	if (!rc && !learner && s->cfg.strict_reconfig_check && !ready_for_voter(s->members))
@@ -516,15 +527,8 @@ int ms_server_member_update(ms_server *s, uint64_t id, char **urls, size_t nurls
 	pthread_mutex_lock(&s->members_mu);
 	if (!find_member(s->members, id, NULL))
 		rc = MS_EMEMBER_NOT_FOUND;
-	for (size_t i = 0; i < s->members->n_members && !rc; i++) {
-		Etcdserverpb__Member *m = s->members->members[i];
-		if (m->id == id)
-			continue;
-		for (size_t j = 0; j < m->n_peerurls; j++)
-			for (size_t k = 0; k < nurls; k++)
-				if (!strcmp(m->peerurls[j], urls[k]))
-					rc = MS_EPEER_URL_EXISTS;
-	}
+	else if (peer_url_taken(s->members, urls, nurls, id))
+		rc = MS_EPEER_URL_EXISTS;
 	pthread_mutex_unlock(&s->members_mu);
 	if (rc)
 		return rc;
