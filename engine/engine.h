@@ -133,6 +133,9 @@ bool engine_lease_exists(engine *e, int64_t id);
 int engine_apply_meta_put(engine_apply *a, const char *name, const uint8_t *val, size_t len, ms_err *err);
 int engine_meta_get(engine *e, const char *name, uint8_t **val, size_t *len, ms_err *err); /* MS_ENOTFOUND */
 int engine_apply_commit(engine_apply *a, uint64_t consistent_index, ms_err *err);
+/* The revision as of the ops applied so far in this batch (what a reply
+ * for the last op reports). */
+int64_t engine_apply_rev(const engine_apply *a);
 void engine_apply_abort(engine_apply *a);
 
 /* Lease records, for rebuilding the lease manager at start-up: calls fn for

@@ -601,3 +601,8 @@ int engine_apply_commit(engine_apply *a, uint64_t consistent_index, ms_err *err)
 	apply_free(a);
 	return 0;
 }
+
+int64_t engine_apply_rev(const engine_apply *a)
+{
+	return a->rev;
+}

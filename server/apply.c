@@ -114,15 +114,14 @@ static int apply_one(ms_server *s, engine_apply *a, const Msinternal__InternalRe
 		if (rc == 0)
 			ms_lease_srv_applied_grant(s, req->lease_grant->id, req->lease_grant->ttl);
 		if (rc == 0)
-			*resp = new_lease_grant_resp(req->lease_grant->id, req->lease_grant->ttl,
-			                             engine_current_rev(s->eng));
+			*resp = new_lease_grant_resp(req->lease_grant->id, req->lease_grant->ttl, engine_apply_rev(a));
 		break;
 	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE:
 		rc = engine_apply_lease_revoke(a, req->lease_revoke->id, err);
 		if (rc == 0)
 			ms_lease_srv_applied_revoke(s, req->lease_revoke->id);
 		if (rc == 0)
-			*resp = new_lease_revoke_resp(engine_current_rev(s->eng));
+			*resp = new_lease_revoke_resp(engine_apply_rev(a));
 		break;
 	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_PUBLISH:
 		if (ms_members_apply_publish(s, req->publish)) {

@@ -79,7 +79,7 @@ both "timetolive -w json" lease timetolive LEASE --keys -w json
 both "get shows the lease" get lk1 -w json
 both "keep-alive --once" lease keep-alive --once LEASE
 both "lease list" lease list
-both "lease revoke" lease revoke LEASE
+both "lease revoke -w json (header revision after the deletes)" lease revoke LEASE -w json
 both "get after revoke" get lk1
 both "timetolive after revoke" lease timetolive LEASE
 both "revoke again" lease revoke LEASE
