@@ -452,9 +452,8 @@ static int make_snapshot(void *ud, const char *dir)
 	return rc;
 }
 
-/* apply thread: the leader's snapshot replaces the store. Known gap:
- * watchers on this member are not re-synced, so they miss the events the
- * snapshot covers. */
+/* apply thread: the leader's snapshot replaces the store; this member's
+ * watchers then catch up on what it covers from the new store's history. */
 static int install_snapshot(void *ud, const char *dir, uint64_t *applied)
 {
 	ms_server *s = ud;
@@ -469,6 +468,7 @@ static int install_snapshot(void *ud, const char *dir, uint64_t *applied)
 		return rc;
 	}
 	*applied = engine_consistent_index(s->eng);
+	ms_watch_srv_on_install(s, engine_current_rev(s->eng));
 	MS_INFO("etcdserver", "applied snapshot: store at revision %lld, index %llu",
 	        (long long)engine_current_rev(s->eng), (unsigned long long)*applied);
 	/* the loop re-reads the member list for the transport */

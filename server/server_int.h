@@ -160,6 +160,8 @@ void ms_server_peer_sweep(ms_server *s, int64_t now);
 void ms_server_on_peer(void *ud, uint64_t from, bool response, const uint8_t *data, size_t len);
 /* lease_srv.c: reload the lease manager from the store (after a snapshot). */
 int ms_lease_srv_reload(ms_server *s, ms_err *err);
+/* watch_srv.c: apply thread, after a snapshot replaced the store. */
+void ms_watch_srv_on_install(ms_server *s, int64_t rev);
 /* members.c: re-read this member's view of the cluster after a snapshot
  * replaced the store (whose meta came from the leader). */
 int ms_members_after_install(ms_server *s, ms_err *err);

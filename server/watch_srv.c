@@ -36,6 +36,7 @@
 
 typedef struct feed_item {
 	int64_t rev;
+	bool jump; /* the store jumped to rev (snapshot install): no events */
 	size_t n;
 	Mvccpb__Event *evs[];
 } feed_item;
@@ -367,6 +368,7 @@ void ms_server_on_events(void *arg, int64_t rev, Mvccpb__Event **evs, size_t n)
 	feed_item *it = ms_malloc(sizeof *it + n * sizeof *it->evs);
 	MS_ASSERT(it != NULL); /* a lost revision would be a silent gap for every watcher */
 	it->rev = rev;
+	it->jump = false;
 	it->n = n;
 	for (size_t i = 0; i < n; i++) {
 		it->evs[i] = evs[i];
@@ -375,9 +377,33 @@ void ms_server_on_events(void *arg, int64_t rev, Mvccpb__Event **evs, size_t n)
 	ms_queue_push(s->watch->feed_q, it);
 }
 
+/* apply thread: a snapshot replaced the store. The marker travels the same
+ * queue as events, so the watchers are re-synced before any later revision
+ * is fed. */
+void ms_watch_srv_on_install(ms_server *s, int64_t rev)
+{
+	feed_item *it = ms_malloc(sizeof *it);
+	MS_ASSERT(it != NULL);
+	it->rev = rev;
+	it->jump = true;
+	it->n = 0;
+	ms_queue_push(s->watch->feed_q, it);
+}
+
 static void feed_one(struct ms_watch_srv *ws, feed_item *it)
 {
 	ms_err err = {0};
+	if (it->jump) {
+		int64_t from = watch_hub_jump(ws->hub, it->rev) + 1;
+		for (ms_watch *w = ws->streams.next; w != &ws->streams; w = w->next) {
+			if (w->closed)
+				continue;
+			watch_stream_resync(ws->hub, w->hs, from);
+			schedule_catchup(w);
+		}
+		MS_INFO("mvcc", "watchers resume from revision %lld after a snapshot", (long long)from);
+		return;
+	}
 	int rc = watch_hub_feed(ws->hub, it->rev, it->evs, it->n, &ws->batch, &err);
 	if (rc) {
 		MS_ERROR("mvcc", "watch feed of revision %lld failed: %s", (long long)it->rev, err.msg);

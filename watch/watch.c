@@ -732,6 +732,26 @@ int watch_hub_unsync(watch_hub *h, watch_stream *ws, int64_t id, int64_t from_re
 	return w ? 0 : MS_ENOTFOUND;
 }
 
+int64_t watch_hub_jump(watch_hub *h, int64_t rev)
+{
+	pthread_mutex_lock(&h->mu);
+	int64_t old = h->rev;
+	if (rev > h->rev)
+		h->rev = rev;
+	pthread_mutex_unlock(&h->mu);
+	return old;
+}
+
+void watch_stream_resync(watch_hub *h, watch_stream *ws, int64_t from_rev)
+{
+	MS_ASSERT(ws->hub == h);
+	pthread_mutex_lock(&h->mu);
+	for (watcher *w = ws->all; w; w = w->s_next)
+		if (w->synced)
+			set_unsynced(w, from_rev);
+	pthread_mutex_unlock(&h->mu);
+}
+
 /* ---- progress ---- */
 
 int watch_hub_progress(watch_hub *h, watch_batch *b, int64_t *next_due, ms_err *err)

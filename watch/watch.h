@@ -189,6 +189,14 @@ int watch_hub_caught_up(watch_hub *h, watch_stream *ws, int64_t id, int64_t next
  * on were not delivered: a slow stream dropped them). MS_ENOTFOUND. */
 int watch_hub_unsync(watch_hub *h, watch_stream *ws, int64_t id, int64_t from_rev);
 
+/* The store jumped to rev without its events being fed (a raft snapshot
+ * replaced it): feeding resumes after rev. Returns the last revision fed
+ * before the jump; the caller then puts every stream's synced watchers back
+ * to catch-up from the revision after it (watch_stream_resync), so the
+ * events the snapshot covers come from history. */
+int64_t watch_hub_jump(watch_hub *h, int64_t rev);
+void watch_stream_resync(watch_hub *h, watch_stream *ws, int64_t from_rev);
+
 /* Progress notifications: fills b (reset first) with a watch_out (nevs 0,
  * rev = last fed revision) for every synced progress_notify watcher that got
  * nothing in the last interval, and restarts their interval. *next_due (may
