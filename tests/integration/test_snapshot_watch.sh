@@ -31,8 +31,10 @@ for i in 1 2 3; do ID[$i]=$(member_id_of "${CEP[$i]}"); done
 L=$(leader_of "${CEP[1]}")
 wi=0; for i in 1 2 3; do [ "${ID[$i]}" != "$L" ] && [ "$wi" -eq 0 ] && wi=$i; done
 others=(); for i in 1 2 3; do [ "$i" -ne "$wi" ] && others+=("$i"); done
-# a watch stream on it, opened while it has a leader
-etcdctl --endpoints="${CEP[$wi]}" watch --prefix s/ >"$TMP/watch.out" 2>&1 &
+# a watch stream on it, opened while it has a leader, from an explicit
+# revision so an event written before the stream is up is not missed
+REV=$(ctl "${CEP[$wi]}" get nosuchkey -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"])')
+etcdctl --endpoints="${CEP[$wi]}" watch --prefix s/ --rev=$((REV + 1)) >"$TMP/watch.out" 2>&1 &
 WPID=$!; PIDS+=("$WPID")
 ctl "${CEP[${others[0]}]}" put s/first 0 >/dev/null
 check "the watch is live" wait_for "first event" 10 grep -q "^s/first$" "$TMP/watch.out"
