@@ -358,7 +358,11 @@ fail:
 }
 
 /* A snapshot read view: current revision first, then the snapshot, then the
- * compaction revision, so data the view needs cannot have been removed. */
+ * compaction revision, so data the view needs cannot have been removed —
+ * provided the compaction is not past the view's revision: when batches
+ * committed between the two loads compacted beyond it (a compaction at the
+ * head revision), rows the view needs may already be gone, so take the view
+ * again. */
 typedef struct eng_view {
 	const rocksdb_snapshot_t *snap;
 	rocksdb_readoptions_t *ro;
@@ -367,9 +371,14 @@ typedef struct eng_view {
 
 static void view_open(engine *e, eng_view *v)
 {
-	v->cur = atomic_load(&e->rev);
-	v->snap = rocksdb_create_snapshot(e->db);
-	v->compact = atomic_load(&e->compact);
+	for (;;) {
+		v->cur = atomic_load(&e->rev);
+		v->snap = rocksdb_create_snapshot(e->db);
+		v->compact = atomic_load(&e->compact);
+		if (v->compact <= v->cur)
+			break;
+		rocksdb_release_snapshot(e->db, v->snap);
+	}
 	v->ro = rocksdb_readoptions_create();
 	rocksdb_readoptions_set_snapshot(v->ro, v->snap);
 }
