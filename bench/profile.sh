@@ -11,7 +11,7 @@
 # Environment: BIN (default bin), BENCH, METASTORE, PROFILE_SECONDS (5),
 # TOP (lines of the report, 40), PROFILE_TOOL=callgrind (even with perf), SERVER_FLAGS (extra server flags), PROFILE_ONLY_LOAD=1 (no profiler: run the
 # load to completion and print throughput and peak RSS), TOTAL (requests),
-# KEEP_TMP=1.
+# KEEP_TMP=1, CLIENTS and CONNS (64 and 8).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,7 +24,7 @@ TOP=${TOP:-40}
 [ -x "$METASTORE" ] || { echo "profile: no $METASTORE (make first)" >&2; exit 2; }
 [ -x "$BENCH" ] || { echo "profile: no $BENCH" >&2; exit 2; }
 
-COMMON="--key-size 8 --val-size 256 --key-space 100000 --conns 8 --clients 64 --quiet"
+COMMON="--key-size 8 --val-size 256 --key-space 100000 --conns ${CONNS:-8} --clients ${CLIENTS:-64} --quiet"
 case $LOAD in
 put) ARGS="put" ;;
 range) ARGS="range --consistency l" ;;

@@ -170,11 +170,21 @@ static inline uint64_t ms_get_u64be(const uint8_t *p)
 typedef struct ms_queue ms_queue;
 /* cap is rounded up to a power of two. */
 int ms_queue_new(size_t cap, ms_queue **out);
+/* A queue that shares peer's eventfd: for consumers on one event loop, each
+ * with its own event on the same fd (libevent runs every event of a
+ * readable fd). A producer that fills several such queues in a row then
+ * makes one wake-up syscall, and the loop wakes once. Every consumer must
+ * ack before it drains, as usual. */
+int ms_queue_new_sharing(size_t cap, ms_queue *peer, ms_queue **out);
 void ms_queue_del(ms_queue *q);
 /* Never fails: when the ring is full the producer backs off until there is
  * room (back-pressure). p must not be NULL. */
 void ms_queue_push(ms_queue *q, void *p);
-/* Non-blocking: false when the queue is empty. */
+/* Like ms_queue_push without the wake-up: the producer promises a later
+ * ms_queue_wake() (or a push) on this queue or one sharing its fd. */
+void ms_queue_push_quiet(ms_queue *q, void *p);
+void ms_queue_wake(ms_queue *q);
+/* Non-blocking: false when the queue is full. */
 bool ms_queue_try_push(ms_queue *q, void *p);
 /* NULL when empty. */
 void *ms_queue_pop(ms_queue *q);

@@ -10,14 +10,21 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The eventfd and its pending flag: one per queue, or shared by queues
+ * whose consumers run on the same event loop. */
+typedef struct waker {
+	int efd;
+	atomic_int signaled; /* 1 while a wake-up is pending */
+	atomic_int refs;
+} waker;
+
 struct ms_queue {
 	ck_ring_t ring;
 	ck_ring_buffer_t *buf;
-	int efd;
-	atomic_int signaled; /* 1 while a wake-up is pending */
+	waker *w;
 };
 
-int ms_queue_new(size_t cap, ms_queue **out)
+static int queue_new(size_t cap, waker *shared, ms_queue **out)
 {
 	size_t size = 2;
 	while (size < cap + 1)
@@ -26,51 +33,89 @@ int ms_queue_new(size_t cap, ms_queue **out)
 	if (!q)
 		return MS_ENOMEM;
 	q->buf = ms_calloc(size, sizeof *q->buf);
-	q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (!q->buf || q->efd < 0) {
-		int rc = q->buf ? MS_EIO : MS_ENOMEM;
-		if (q->efd >= 0)
-			close(q->efd);
+	if (shared) {
+		q->w = shared;
+	} else if ((q->w = ms_calloc(1, sizeof *q->w))) {
+		q->w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (q->w->efd < 0) {
+			ms_free(q->w);
+			ms_free(q->buf);
+			ms_free(q);
+			return MS_EIO;
+		}
+	}
+	if (!q->buf || !q->w) {
+		if (q->w && !shared) {
+			close(q->w->efd);
+			ms_free(q->w);
+		}
 		ms_free(q->buf);
 		ms_free(q);
-		return rc;
+		return MS_ENOMEM;
 	}
+	atomic_fetch_add(&q->w->refs, 1);
 	ck_ring_init(&q->ring, (unsigned int)size);
 	*out = q;
 	return 0;
+}
+
+int ms_queue_new(size_t cap, ms_queue **out)
+{
+	return queue_new(cap, NULL, out);
+}
+
+int ms_queue_new_sharing(size_t cap, ms_queue *peer, ms_queue **out)
+{
+	return queue_new(cap, peer->w, out);
 }
 
 void ms_queue_del(ms_queue *q)
 {
 	if (!q)
 		return;
-	close(q->efd);
+	if (atomic_fetch_sub(&q->w->refs, 1) == 1) {
+		close(q->w->efd);
+		ms_free(q->w);
+	}
 	ms_free(q->buf);
 	ms_free(q);
 }
 
-static void wake(ms_queue *q)
+void ms_queue_wake(ms_queue *q)
 {
-	if (atomic_exchange(&q->signaled, 1) == 0) {
+	if (atomic_exchange(&q->w->signaled, 1) == 0) {
 		uint64_t one = 1;
-		ssize_t w = write(q->efd, &one, sizeof one);
+		ssize_t w = write(q->w->efd, &one, sizeof one);
 		(void)w; /* EAGAIN only when the counter is saturated: already readable */
 	}
 }
 
-bool ms_queue_try_push(ms_queue *q, void *p)
+static void wake(ms_queue *q)
+{
+	ms_queue_wake(q);
+}
+
+static bool try_push(ms_queue *q, void *p, bool quiet)
 {
 	MS_ASSERT(p != NULL);
 	if (!ck_ring_enqueue_mpmc(&q->ring, q->buf, p))
 		return false;
-	wake(q);
+	if (!quiet)
+		wake(q);
 	return true;
 }
 
-void ms_queue_push(ms_queue *q, void *p)
+bool ms_queue_try_push(ms_queue *q, void *p)
+{
+	return try_push(q, p, false);
+}
+
+static void push(ms_queue *q, void *p, bool quiet)
 {
 	unsigned spins = 0;
-	while (!ms_queue_try_push(q, p)) {
+	while (!try_push(q, p, quiet)) {
+		if (quiet)
+			wake(q); /* full: make sure the consumer is draining */
 		if (++spins < 64) {
 			sched_yield();
 		} else {
@@ -78,6 +123,16 @@ void ms_queue_push(ms_queue *q, void *p)
 			nanosleep(&ts, NULL);
 		}
 	}
+}
+
+void ms_queue_push(ms_queue *q, void *p)
+{
+	push(q, p, false);
+}
+
+void ms_queue_push_quiet(ms_queue *q, void *p)
+{
+	push(q, p, true);
 }
 
 void *ms_queue_pop(ms_queue *q)
@@ -91,29 +146,29 @@ void *ms_queue_pop(ms_queue *q)
 void ms_queue_kick(ms_queue *q)
 {
 	if (ck_ring_size(&q->ring) > 0) {
-		atomic_store(&q->signaled, 1);
+		atomic_store(&q->w->signaled, 1);
 		uint64_t one = 1;
-		ssize_t w = write(q->efd, &one, sizeof one);
+		ssize_t w = write(q->w->efd, &one, sizeof one);
 		(void)w;
 	}
 }
 
 int ms_queue_fd(const ms_queue *q)
 {
-	return q->efd;
+	return q->w->efd;
 }
 
 void ms_queue_ack(ms_queue *q)
 {
 	uint64_t v;
-	ssize_t r = read(q->efd, &v, sizeof v);
+	ssize_t r = read(q->w->efd, &v, sizeof v);
 	(void)r;
-	atomic_store(&q->signaled, 0);
+	atomic_store(&q->w->signaled, 0);
 }
 
 void ms_queue_wait(ms_queue *q)
 {
-	struct pollfd pfd = {.fd = q->efd, .events = POLLIN};
+	struct pollfd pfd = {.fd = q->w->efd, .events = POLLIN};
 	while (poll(&pfd, 1, -1) < 0 && errno == EINTR)
 		;
 	ms_queue_ack(q);

@@ -428,10 +428,10 @@ static int exec_txn(engine_apply *a, eng_wctx *w, const Etcdserverpb__TxnRequest
 			continue;
 		switch (op->request_case) {
 		case ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE: {
-			rocksdb_iterator_t *it = eng_apply_iter(a, a->e->cf_kv);
-			rc = eng_range_on(it, op->request_range, w->sub ? w->main : a->rev, a->compact,
-			                  &ro->response_range, err);
-			rocksdb_iter_destroy(it);
+			/* the batch's shared kv iterator reads the batch live, so a
+			 * range sees this txn's earlier writes, as etcd's does */
+			rc = eng_range_on(eng_apply_kv_iter(a), op->request_range, w->sub ? w->main : a->rev,
+			                  a->compact, &ro->response_range, err);
 			if (!rc)
 				ro->response_case = ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE;
 			break;
@@ -484,9 +484,7 @@ int engine_apply_txn(engine_apply *a, const Etcdserverpb__TxnRequest *r, Etcdser
 {
 	*out = NULL;
 	pathv p = {0};
-	rocksdb_iterator_t *it = eng_apply_iter(a, a->e->cf_kv);
-	int rc = compare_to_path(it, a->rev, r, &p, err);
-	rocksdb_iter_destroy(it);
+	int rc = compare_to_path(eng_apply_kv_iter(a), a->rev, r, &p, err);
 	size_t pi = 0;
 	if (!rc && txn_writes(r, &p, &pi)) {
 		pi = 0;

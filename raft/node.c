@@ -86,6 +86,12 @@ struct raft_node {
 	uint64_t last_sync; /* apply thread: index of the last state machine sync */
 	uint64_t leader, term;
 	_Atomic uint64_t applied;
+	/* Raft's commit index is volatile state (Figure 2): a hard state that
+	 * only moves commit is not written on its own (a RocksDB write and two
+	 * thread hand-offs per put); it rides with the next write, and a
+	 * restart takes commit as at least the applied index. */
+	raft_log_hs hs_queued; /* the last hard state handed to the writer */
+	raft_log_hs hs_latest; /* the core's, possibly newer in commit only */
 };
 
 /* ---- randomness for election timeouts: injected into the core ---- */
@@ -398,10 +404,6 @@ static log_job *make_log_job(const raft_ready *rd)
 	}
 	j->nents = rd->n_entries;
 	j->truncate_from = rd->truncate_from;
-	if (rd->hs_changed) {
-		j->has_hs = true;
-		j->hs = (raft_log_hs){rd->hs.term, rd->hs.vote, rd->hs.commit};
-	}
 	if (rd->n_entries) {
 		j->persisted_index = rd->entries[rd->n_entries - 1].index;
 		j->persisted_term = rd->entries[rd->n_entries - 1].term;
@@ -461,10 +463,18 @@ static void drive(raft_node *n)
 			snapjob->persisted_term = rd.snapshot->term;
 			ms_queue_push(n->log_q, snapjob);
 		}
-		if (rd.n_entries || rd.hs_changed || rd.truncate_from || rd.n_msgs_after_persist) {
+		if (rd.hs_changed)
+			n->hs_latest = (raft_log_hs){rd.hs.term, rd.hs.vote, rd.hs.commit};
+		bool hs_must = n->hs_latest.term != n->hs_queued.term || n->hs_latest.vote != n->hs_queued.vote;
+		if (rd.n_entries || hs_must || rd.truncate_from || rd.n_msgs_after_persist) {
 			/* votes and append responses go out only once this batch, and
 			 * every earlier one, is durable (Raft Figure 2) */
 			log_job *j = make_log_job(&rd);
+			if (memcmp(&n->hs_latest, &n->hs_queued, sizeof n->hs_latest) != 0) {
+				j->has_hs = true;
+				j->hs = n->hs_latest;
+				n->hs_queued = n->hs_latest;
+			}
 			j->after = copy_msgs(rd.msgs_after_persist, rd.n_msgs_after_persist);
 			j->nafter = rd.n_msgs_after_persist;
 			ms_queue_push(n->log_q, j);
@@ -789,6 +799,7 @@ int raft_node_new(const raft_node_config *cfg, raft_node **out, ms_err *err)
 		load_free(&lc);
 		goto fail;
 	}
+	n->hs_queued = n->hs_latest = hs;
 	raft_restore rs = {.hs = {hs.term, hs.vote, hs.commit},
 	                   .snap = {snap_index, snap_term, {0}},
 	                   .entries = lc.ents,
@@ -818,7 +829,9 @@ int raft_node_new(const raft_node_config *cfg, raft_node **out, ms_err *err)
 	n->term = raft_core_term(n->core);
 
 	if ((rc = ms_queue_new(4096, &n->log_q)) || (rc = ms_queue_new(4096, &n->log_done_q)) ||
-	    (rc = ms_queue_new(4096, &n->apply_q)) || (rc = ms_queue_new(4096, &n->applied_q))) {
+	    (rc = ms_queue_new(4096, &n->apply_q)) ||
+	    (rc = cfg->applied_wake ? ms_queue_new_sharing(4096, cfg->applied_wake, &n->applied_q)
+	                            : ms_queue_new(4096, &n->applied_q))) {
 		ms_err_set(err, rc, "cannot create queues");
 		goto fail;
 	}

@@ -99,6 +99,10 @@ typedef struct raft_node_config {
 	int tick_ms;             /* --heartbeat-interval */
 	int election_ticks;      /* --election-timeout / --heartbeat-interval */
 	struct event_base *base;
+	/* Optional: the apply thread's notes to the loop wake through this
+	 * queue's fd (ms_queue_new_sharing), so a caller whose apply callback
+	 * fills that queue costs one wake-up per batch, not two. */
+	ms_queue *applied_wake;
 	raft_node_callbacks cb;
 	void *ud;
 } raft_node_config;

@@ -264,10 +264,12 @@ int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n)
 				protobuf_c_message_free_unpacked(pending[i]->resp, &ms_pb_allocator);
 			ms_free(pending[i]);
 		} else {
-			ms_queue_push(s->results_q, pending[i]);
+			ms_queue_push_quiet(s->results_q, pending[i]);
 		}
 	}
 	ms_free(pending);
+	/* one wake-up for the results and the watch feed (they share its fd) */
+	ms_queue_wake(s->results_q);
 	return rc;
 }
 

@@ -542,6 +542,12 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 	    .create_if_missing = new_member, .max_txn_ops = cfg->max_txn_ops, .quota_bytes = cfg->quota_backend_bytes};
 	if ((rc = engine_open(s->kv_dir, &eo, &s->eng, err)))
 		goto fail;
+	/* the apply thread's results, the watch feed and the raft node's applied
+	 * notes share one wake-up fd: one syscall and one loop wake per batch */
+	if ((rc = ms_queue_new(8192, &s->results_q))) {
+		ms_err_set(err, rc, "cannot create queues");
+		goto fail;
+	}
 	if ((rc = ms_lease_srv_init(s, err)) || (rc = ms_watch_srv_init(s, err)))
 		goto fail;
 
@@ -614,6 +620,7 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 	    .election_ticks = s->cfg.election_ms / s->cfg.heartbeat_ms,
 	    .base = base,
 	    .snapshot_count = s->cfg.snapshot_count,
+	    .applied_wake = s->results_q,
 	    .cb = {.apply = ms_server_apply,
 	           .sync = sync_engine,
 	           .make_snapshot = make_snapshot,
@@ -632,8 +639,7 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 	if (rc)
 		goto fail;
 
-	if ((rc = ms_queue_new(8192, &s->results_q)) || (rc = ms_queue_new(8192, &s->read_q)) ||
-	    (rc = ms_queue_new(8192, &s->read_done_q))) {
+	if ((rc = ms_queue_new(8192, &s->read_q)) || (rc = ms_queue_new(8192, &s->read_done_q))) {
 		ms_err_set(err, rc, "cannot create queues");
 		goto fail;
 	}

@@ -374,7 +374,8 @@ void ms_server_on_events(void *arg, int64_t rev, Mvccpb__Event **evs, size_t n)
 		it->evs[i] = evs[i];
 		evs[i] = NULL; /* ours now */
 	}
-	ms_queue_push(s->watch->feed_q, it);
+	/* woken with the batch's results by ms_server_apply (shared fd) */
+	ms_queue_push_quiet(s->watch->feed_q, it);
 }
 
 /* apply thread: a snapshot replaced the store. The marker travels the same
@@ -495,7 +496,7 @@ int ms_watch_srv_init(ms_server *s, ms_err *err)
 	int rc = watch_hub_new(&cfg, &ws->hub, err);
 	if (rc)
 		return rc;
-	if ((rc = ms_queue_new(8192, &ws->feed_q)) || (rc = ms_queue_new(1024, &ws->cu_q)) ||
+	if ((rc = ms_queue_new_sharing(8192, s->results_q, &ws->feed_q)) || (rc = ms_queue_new(1024, &ws->cu_q)) ||
 	    (rc = ms_queue_new(1024, &ws->cu_done_q)))
 		return ms_err_set(err, rc, "cannot create watch queues");
 	return 0;
