@@ -95,7 +95,8 @@ typedef struct raft_node_config {
 	const uint64_t *voters; /* bootstrap of a new cluster: the initial voters */
 	size_t nvoters;
 	uint64_t applied;        /* the state machine's consistent index */
-	uint64_t snapshot_count; /* --snapshot-count: applied entries between log compactions (0 = never) */
+	uint64_t snapshot_count; /* --snapshot-count: at most this many applied entries between log
+	                          * compactions (0 = never; see COMPACT_EVERY in node.c) */
 	int tick_ms;             /* --heartbeat-interval */
 	int election_ticks;      /* --election-timeout / --heartbeat-interval */
 	struct event_base *base;
