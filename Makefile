@@ -14,6 +14,8 @@ endif
 OPT    ?= -O2
 CFLAGS ?= $(OPT) -g
 CFLAGS += -std=gnu11 -D_GNU_SOURCE -pthread -fno-strict-aliasing $(WARN) -I. -I$(BUILD)/gen
+# EXTRA_CFLAGS: additions for experiments, e.g. -DENG_WRITE_BUFFER=8388608ul
+CFLAGS += $(EXTRA_CFLAGS)
 ifneq ($(SAN),)
 CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=$(SAN)

@@ -152,7 +152,7 @@ for kind in $KINDS; do
 			jq -c --arg kind "$kind" --arg load "$name" --arg args "$args $COMMON" --argjson cpu "$cpu" \
 				'{kind: $kind, load: $load, args: $args, ok: .ok, errors: .errors,
 				  rps: .requests_per_sec, p50_ms: .latency.p50_ms, p99_ms: .latency.p99_ms,
-				  avg_ms: .latency.avg_ms, server_cpu_s: $cpu, latency: .latency,
+				  avg_ms: .latency.avg_ms, server_cpu_s: $cpu, client_cpu_s: .client_cpu_s, latency: .latency,
 				  watch_p50_ms: .watch_delivery_latency.p50_ms, watch_p99_ms: .watch_delivery_latency.p99_ms}' \
 				"$TMP/$kind-$name.json" >>"$ROWS"
 			printf '   %-13s %10.0f req/s  p99 %7.2f ms\n' "$name" \
@@ -188,19 +188,21 @@ jq -s --arg date "$(date -u +%FT%TZ)" --argjson members "$MEMBERS" --argjson cpu
 
 # the side-by-side table, in the order of ALL_LOADS
 echo
-printf '%-13s | %10s %10s %6s | %8s %8s %6s | %8s %8s\n' load "etcd r/s" "ms r/s" "x" "etcd p99" "ms p99" "x" "etcd cpu" "ms cpu"
-printf '%s\n' "--------------+-------------------------------+--------------------------+------------------"
+printf '%-13s | %10s %10s %6s | %8s %8s %6s | %8s %8s | %8s %8s\n' load "etcd r/s" "ms r/s" "x" "etcd p99" "ms p99" "x" "etcd cpu" "ms cpu" "cli@etcd" "cli@ms"
+printf '%s\n' "--------------+-------------------------------+--------------------------+-------------------+------------------"
 for entry in "${ALL_LOADS[@]}"; do
 	name=${entry%%|*}
 	jq -r --arg n "$name" '.loads[] | select(.load == $n) |
 		def f(x; d): if x == null then "n/a" else (x * d | round / d | tostring) end;
 		[ .load, f(.etcd.rps; 1), f(.metastore.rps; 1), f(.rps_ratio; 100),
 		  f(.etcd.p99_ms; 100), f(.metastore.p99_ms; 100), f(.p99_ratio; 100),
-		  f(.etcd.server_cpu_s; 100), f(.metastore.server_cpu_s; 100) ] | @tsv' "$OUT" |
-		awk -F'\t' '{printf "%-13s | %10s %10s %6s | %8s %8s %6s | %8s %8s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}'
+		  f(.etcd.server_cpu_s; 100), f(.metastore.server_cpu_s; 100),
+		  f(.etcd.client_cpu_s; 100), f(.metastore.client_cpu_s; 100) ] | @tsv' "$OUT" |
+		awk -F'\t' '{printf "%-13s | %10s %10s %6s | %8s %8s %6s | %8s %8s | %8s %8s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11}'
 done
 jq -r '.loads[] | select(.etcd.watch_p99_ms != null or .metastore.watch_p99_ms != null) |
 	"\(.load) watch delivery (put sent -> event) p50/p99 ms: etcd \(.etcd.watch_p50_ms)/\(.etcd.watch_p99_ms)  metastore \(.metastore.watch_p50_ms)/\(.metastore.watch_p99_ms)"' "$OUT"
 jq -r '.peak_rss_kb | "peak RSS (MiB): etcd \((.etcd // 0) / 1024 | round)  metastore \((.metastore // 0) / 1024 | round)  x \(.ratio)"' "$OUT"
-echo "(x = metastore / etcd; r/s higher is better, p99 and cpu lower is better; cpu = server CPU seconds for the load)"
+echo "(x = metastore / etcd; r/s higher is better, p99 and cpu lower is better; cpu = server CPU seconds for the load;"
+echo " cli@ = the load generator's own CPU seconds against that server: client and servers share $(nproc) CPUs)"
 echo "wrote $OUT"

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -628,6 +629,16 @@ static void print_histogram(const lat_set *s, const stats *st)
 	}
 }
 
+/* CPU seconds this process has used (user + system): with the server on
+ * the same machine, the client's share bounds what any server can reach. */
+static double client_cpu_s(void)
+{
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		return 0;
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
 static void print_summary(const char *title, lat_set *s, const stats *st, double secs, bool with_rate)
 {
 	printf("\n%s:\n", title);
@@ -638,8 +649,10 @@ static void print_summary(const char *title, lat_set *s, const stats *st, double
 	printf("  Fastest:\t%.4f secs.\n", st->min);
 	printf("  Average:\t%.4f secs.\n", st->avg);
 	printf("  Stddev:\t%.4f secs.\n", st->stddev);
-	if (with_rate)
+	if (with_rate) {
 		printf("  Requests/sec:\t%.4f\n", secs > 0 ? st->n / secs : 0.0);
+		printf("  Client CPU:\t%.2f secs (%.1f us/request)\n", client_cpu_s(), client_cpu_s() / st->n * 1e6);
+	}
 	print_histogram(s, st);
 	printf("\nLatency distribution:\n");
 	for (int j = 0; j < 8; j++)
@@ -701,6 +714,7 @@ static int write_json(bench *b, const stats *st, const stats *wst, double secs)
 		nerr += b->errs[i].count;
 	fprintf(f, "  \"ok\": %ld, \"errors\": %ld, \"duration_s\": %.6f, \"requests_per_sec\": %.2f,\n", st->n, nerr,
 	        secs, secs > 0 ? st->n / secs : 0.0);
+	fprintf(f, "  \"client_cpu_s\": %.3f,\n", client_cpu_s());
 	fprintf(f, "  \"error_kinds\": [");
 	for (int i = 0; i < b->nerrs; i++) {
 		fprintf(f, "%s{\"code\": %d, \"count\": %ld, \"message\": ", i ? ", " : "", b->errs[i].status,
