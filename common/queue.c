@@ -24,6 +24,25 @@ struct ms_queue {
 	waker *w;
 };
 
+/* NULL when out of memory or file descriptors */
+static waker *waker_new(void)
+{
+	waker *w = ms_calloc(1, sizeof *w);
+	if (w && (w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+		ms_free(w);
+		w = NULL;
+	}
+	return w;
+}
+
+static void waker_unref(waker *w)
+{
+	if (atomic_fetch_sub(&w->refs, 1) == 1) {
+		close(w->efd);
+		ms_free(w);
+	}
+}
+
 static int queue_new(size_t cap, waker *shared, ms_queue **out)
 {
 	size_t size = 2;
@@ -33,27 +52,17 @@ static int queue_new(size_t cap, waker *shared, ms_queue **out)
 	if (!q)
 		return MS_ENOMEM;
 	q->buf = ms_calloc(size, sizeof *q->buf);
-	if (shared) {
-		q->w = shared;
-	} else if ((q->w = ms_calloc(1, sizeof *q->w))) {
-		q->w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (q->w->efd < 0) {
-			ms_free(q->w);
-			ms_free(q->buf);
-			ms_free(q);
-			return MS_EIO;
-		}
-	}
+	q->w = shared ? shared : waker_new();
+	if (q->w)
+		atomic_fetch_add(&q->w->refs, 1);
 	if (!q->buf || !q->w) {
-		if (q->w && !shared) {
-			close(q->w->efd);
-			ms_free(q->w);
-		}
+		int rc = q->buf ? MS_EIO : MS_ENOMEM;
+		if (q->w)
+			waker_unref(q->w);
 		ms_free(q->buf);
 		ms_free(q);
-		return MS_ENOMEM;
+		return rc;
 	}
-	atomic_fetch_add(&q->w->refs, 1);
 	ck_ring_init(&q->ring, (unsigned int)size);
 	*out = q;
 	return 0;
@@ -73,10 +82,7 @@ void ms_queue_del(ms_queue *q)
 {
 	if (!q)
 		return;
-	if (atomic_fetch_sub(&q->w->refs, 1) == 1) {
-		close(q->w->efd);
-		ms_free(q->w);
-	}
+	waker_unref(q->w);
 	ms_free(q->buf);
 	ms_free(q);
 }
@@ -90,18 +96,13 @@ void ms_queue_wake(ms_queue *q)
 	}
 }
 
-static void wake(ms_queue *q)
-{
-	ms_queue_wake(q);
-}
-
 static bool try_push(ms_queue *q, void *p, bool quiet)
 {
 	MS_ASSERT(p != NULL);
 	if (!ck_ring_enqueue_mpmc(&q->ring, q->buf, p))
 		return false;
 	if (!quiet)
-		wake(q);
+		ms_queue_wake(q);
 	return true;
 }
 
@@ -115,7 +116,7 @@ static void push(ms_queue *q, void *p, bool quiet)
 	unsigned spins = 0;
 	while (!try_push(q, p, quiet)) {
 		if (quiet)
-			wake(q); /* full: make sure the consumer is draining */
+			ms_queue_wake(q); /* full: make sure the consumer is draining */
 		if (++spins < 64) {
 			sched_yield();
 		} else {

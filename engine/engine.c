@@ -17,8 +17,8 @@ static const char *const cf_names[] = {"default", "kv", "rev", "lease", "meta"};
 
 /* Memory caps (issue #6: peak RSS; bench/RESULTS.md has the measurements).
  * Smaller memtables cost CPU: at 4 MiB the flushes and L0 compactions took
- * ~40 % more server CPU per put than 32 MiB for 7 MiB less peak RSS. */
-/* overridable at build time (-D) for memory/CPU trade-off experiments */
+ * ~40 % more server CPU per put than 32 MiB for 7 MiB less peak RSS.
+ * Overridable at build time (EXTRA_CFLAGS=-D...) for such experiments. */
 #ifndef ENG_BLOCK_CACHE
 #define ENG_BLOCK_CACHE ((size_t)8 << 20)
 #endif
