@@ -5,6 +5,9 @@
 #include <string.h>
 
 #include "api/api_int.h"
+#include "common/pbcheck.h"
+#include "v3election.pb-c.h"
+#include "v3lock.pb-c.h"
 
 void api_finish_error(grpc_call *call, int code, const char *detail)
 {
@@ -50,9 +53,41 @@ static bool learner_allows(const api_slot *sl, const uint8_t *msg, size_t len)
 	return ok;
 }
 
+/* Every client message passes the wire check before anything unpacks it:
+ * protobuf-c recurses per nesting level, and a TxnRequest can nest as deep
+ * as its bytes allow. Only TxnRequest is recursive in etcd's protos, so
+ * "too deep" can only be a txn nesting past MS_PB_MAX_DEPTH: etcd's answer
+ * for that txn is the one for a txn over --max-txn-ops (etcd passes the op
+ * budget down to nested txns, so its default refuses nesting past 128
+ * levels too). Malformed bytes get grpc-go's answer when etcd's decoder
+ * refuses them: Internal, "grpc: error unmarshalling request: <why>" on a
+ * unary call, "grpc: failed to unmarshal the received message <why>" on a
+ * stream, which then ends (etcd's stream handlers return Recv's error). */
+static bool wire_ok(const api_slot *sl, grpc_call *call, const uint8_t *msg, size_t len)
+{
+	ms_err err = {0};
+	int rc = ms_pb_check(sl->req, msg, len, MS_PB_MAX_DEPTH, &err);
+	if (rc == 0)
+		return true;
+	MS_DEBUG("etcdserver", "%s: refused request: %s", sl->m.path, err.msg);
+	if (rc == MS_PB_ETOO_DEEP) {
+		api_finish_error(call, MS_ETOO_MANY_OPS, NULL);
+	} else {
+		char m[MS_ERR_MSG + 64];
+		snprintf(m, sizeof m, "%s%s",
+		         sl->m.kind == GRPC_UNARY ? "grpc: error unmarshalling request: "
+		                                  : "grpc: failed to unmarshal the received message ",
+		         err.msg);
+		grpc_call_finish(call, GRPC_INTERNAL, m);
+	}
+	return false;
+}
+
 static void guard_on_message(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 {
 	api_slot *sl = ud;
+	if (!wire_ok(sl, call, msg, len))
+		return;
 	if (ms_server_is_learner(sl->a->srv) && !learner_allows(sl, msg, len)) {
 		api_finish_error(call, MS_ELEARNER_RPC, NULL);
 		return;
@@ -72,6 +107,37 @@ static void guard_on_close(grpc_call *call, void *ud)
 	api_slot *sl = ud;
 	if (sl->m.on_close)
 		sl->m.on_close(call, sl->a);
+}
+
+/* The request type of a served path, from the generated service
+ * descriptors (so no hand-kept table can drift from the methods served).
+ * 0, or MS_EINVAL for a path no descriptor names (health excepted). */
+static int request_type(const char *path, const ProtobufCMessageDescriptor **out, ms_err *err)
+{
+	static const ProtobufCServiceDescriptor *const services[] = {
+	    &etcdserverpb__kv__descriptor,          &etcdserverpb__watch__descriptor,
+	    &etcdserverpb__lease__descriptor,       &etcdserverpb__cluster__descriptor,
+	    &etcdserverpb__maintenance__descriptor, &etcdserverpb__auth__descriptor,
+	    &v3electionpb__election__descriptor,    &v3lockpb__lock__descriptor,
+	};
+	*out = NULL;
+	if (!strcmp(path, "/grpc.health.v1.Health/Check"))
+		return 0;
+	const char *slash = path[0] == '/' ? strchr(path + 1, '/') : NULL;
+	if (slash) {
+		size_t sl = (size_t)(slash - path - 1);
+		for (size_t i = 0; i < MS_ARRAY_LEN(services); i++) {
+			const ProtobufCServiceDescriptor *sd = services[i];
+			if (strlen(sd->name) != sl || strncmp(sd->name, path + 1, sl) != 0)
+				continue;
+			for (unsigned j = 0; j < sd->n_methods; j++)
+				if (!strcmp(sd->methods[j].name, slash + 1)) {
+					*out = sd->methods[j].input;
+					return 0;
+				}
+		}
+	}
+	return ms_err_set(err, MS_EINVAL, "api: no request type for %s", path);
 }
 
 int api_new(struct event_base *base, ms_server *srv, api **out, ms_err *err)
@@ -104,6 +170,11 @@ int api_new(struct event_base *base, ms_server *srv, api **out, ms_err *err)
 			api_slot *sl = &a->slots[a->nmethods];
 			sl->a = a;
 			sl->m = tables[i].m[j];
+			int rc = request_type(sl->m.path, &sl->req, err);
+			if (rc) {
+				api_free(a);
+				return rc;
+			}
 			a->methods[a->nmethods++] = (grpc_method){sl->m.path,          sl->m.kind,     guard_on_message,
 			                                          guard_on_half_close, guard_on_close, sl};
 		}

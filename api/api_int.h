@@ -12,6 +12,10 @@
 typedef struct api_slot {
 	struct api *a;
 	grpc_method m; /* the service's own entry */
+	/* The request type, from the services' protobuf-c descriptors; NULL for
+	 * grpc.health.v1 (no proto here: framing is checked only). Every message
+	 * is checked against it (common/pbcheck.h) before a handler sees it. */
+	const ProtobufCMessageDescriptor *req;
 } api_slot;
 
 struct api {

@@ -59,8 +59,9 @@
 /* Checks that buf[0..len) is a well-formed encoding of a message of type d
  * nesting at most max_depth (<= MS_PB_DEPTH_CAP) levels of sub-messages.
  * d may be NULL: the bytes are then checked as a message with no known
- * fields (framing only). Returns 0, MS_EINVAL (malformed; err says what and
- * at which offset) or MS_PB_ETOO_DEEP. Never allocates; O(len) time. */
+ * fields (framing only). Returns 0, MS_EINVAL (malformed; err says what in
+ * the words of etcd's gogo decoder, e.g. "unexpected EOF") or
+ * MS_PB_ETOO_DEEP. Never allocates; O(len) time. */
 int ms_pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len, unsigned max_depth, ms_err *err);
 
 /* ms_pb_check, then protobuf_c_message_unpack with ms_pb_allocator (d must

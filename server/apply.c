@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/pbcheck.h"
 #include "server/server_int.h"
 
 /* Errors etcd reports to the client; anything else while applying means the
@@ -227,13 +228,17 @@ int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n)
 		}
 		if (e->len == 0)
 			continue; /* a new leader's empty entry */
-		Msinternal__InternalRequest *req =
-		    msinternal__internal_request__unpack(&ms_pb_allocator, e->len, e->data);
-		if (!req) {
+		/* checked before unpacking: the entry's bytes came from a client
+		 * or a peer, and protobuf-c recurses per nesting level */
+		ProtobufCMessage *m;
+		if (ms_pb_unpack(&msinternal__internal_request__descriptor, e->data, e->len, MS_PB_MAX_DEPTH_INTERNAL,
+		                 &m, &err)) {
+			MS_ERROR("etcdserver", "log entry %llu: %s", (unsigned long long)e->index, err.msg);
 			rc = ms_err_set(&err, MS_ECORRUPT, "log entry %llu does not decode",
 			                (unsigned long long)e->index);
 			break;
 		}
+		Msinternal__InternalRequest *req = (Msinternal__InternalRequest *)m;
 		ProtobufCMessage *resp = NULL;
 		memset(&err, 0, sizeof err);
 		int code = apply_one(s, a, req, &resp, &members_changed, &err);

@@ -4,6 +4,7 @@
  * time out with the sweep. */
 #include <string.h>
 
+#include "common/pbcheck.h"
 #include "server/server_int.h"
 
 typedef struct peer_call {
@@ -79,11 +80,13 @@ static void answer(ms_server *s, uint64_t to, uint64_t id, int code, const Proto
 
 static void on_request(ms_server *s, uint64_t from, const uint8_t *data, size_t len)
 {
-	Msinternal__PeerRequest *req = msinternal__peer_request__unpack(&ms_pb_allocator, len, data);
-	if (!req) {
-		MS_WARN("etcdserver", "undecodable peer request from %llx", (unsigned long long)from);
+	ProtobufCMessage *m;
+	ms_err err = {0};
+	if (ms_pb_unpack(&msinternal__peer_request__descriptor, data, len, MS_PB_MAX_DEPTH_INTERNAL, &m, &err)) {
+		MS_WARN("etcdserver", "undecodable peer request from %llx: %s", (unsigned long long)from, err.msg);
 		return;
 	}
+	Msinternal__PeerRequest *req = (Msinternal__PeerRequest *)m;
 	switch (req->request_case) {
 	case MSINTERNAL__PEER_REQUEST__REQUEST_KEEP_ALIVE: {
 		int64_t ttl = 0;
@@ -103,9 +106,10 @@ static void on_request(ms_server *s, uint64_t from, const uint8_t *data, size_t 
 
 static void on_response(ms_server *s, const uint8_t *data, size_t len)
 {
-	Msinternal__PeerResponse *r = msinternal__peer_response__unpack(&ms_pb_allocator, len, data);
-	if (!r)
+	ProtobufCMessage *m;
+	if (ms_pb_unpack(&msinternal__peer_response__descriptor, data, len, MS_PB_MAX_DEPTH_INTERNAL, &m, NULL))
 		return;
+	Msinternal__PeerResponse *r = (Msinternal__PeerResponse *)m;
 	for (peer_call **pp = (peer_call **)&s->peer_calls; *pp; pp = &(*pp)->next) {
 		peer_call *c = *pp;
 		if (c->id != r->id)

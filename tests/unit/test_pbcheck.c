@@ -160,7 +160,7 @@ static void test_malformed_refused(void **state)
 	assert_int_equal(
 	    ms_pb_check(&etcdserverpb__watch_request__descriptor, packed, sizeof packed, MS_PB_MAX_DEPTH, &err),
 	    MS_EINVAL);
-	assert_non_null(strstr(err.msg, "packed"));
+	assert_string_equal(err.msg, "unexpected EOF");
 	/* unknown fields with good framing pass, and protobuf-c takes them */
 	static const uint8_t unknown[] = {0x78, 0x05, 0x7a, 0x02, 'h', 'i', 0x7d, 1, 2, 3, 4};
 	assert_int_equal(check_txn(unknown, sizeof unknown), 0);

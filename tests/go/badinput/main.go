@@ -87,9 +87,9 @@ func main() {
 	}
 
 	// malformed protobuf: a field header whose length runs past the end
-	expectStatus("malformed Put -> InvalidArgument", invoke("/etcdserverpb.KV/Put", []byte{0x0a, 0xff, 0x01, 0x41}), codes.InvalidArgument, "")
-	expectStatus("malformed Range -> InvalidArgument", invoke("/etcdserverpb.KV/Range", []byte{0xff, 0xff, 0xff, 0xff}), codes.InvalidArgument, "")
-	expectStatus("malformed Txn -> InvalidArgument", invoke("/etcdserverpb.KV/Txn", []byte{0x0a, 0x05, 0x08}), codes.InvalidArgument, "")
+	expectStatus("malformed Put -> Internal (grpc-go's unmarshal error, as etcd)", invoke("/etcdserverpb.KV/Put", []byte{0x0a, 0xff, 0x01, 0x41}), codes.Internal, "grpc: error unmarshalling request: unexpected EOF")
+	expectStatus("malformed Range -> Internal (grpc-go's unmarshal error, as etcd)", invoke("/etcdserverpb.KV/Range", []byte{0xff, 0xff, 0xff, 0xff}), codes.Internal, "grpc: error unmarshalling request: unexpected EOF")
+	expectStatus("malformed Txn -> Internal (grpc-go's unmarshal error, as etcd)", invoke("/etcdserverpb.KV/Txn", []byte{0x0a, 0x05, 0x08}), codes.Internal, "grpc: error unmarshalling request: unexpected EOF")
 	expectStatus("unknown method -> Unimplemented", invoke("/etcdserverpb.KV/Nope", nil), codes.Unimplemented, "")
 	expectStatus("unknown service -> Unimplemented", invoke("/nope.Svc/X", nil), codes.Unimplemented, "")
 	expectStatus("empty key -> InvalidArgument", invoke("/etcdserverpb.KV/Put", []byte{0x12, 0x01, 0x76}), codes.InvalidArgument, "etcdserver: key is not provided")
