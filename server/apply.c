@@ -198,8 +198,10 @@ int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n)
 			/* the bootstrap entries re-add the initial members: no-ops */
 			Msinternal__MemberChangeContext *mc = NULL;
 			if (cc.context_len) {
-				mc = msinternal__member_change_context__unpack(&ms_pb_allocator, cc.context_len,
-				                                               cc.context);
+				ProtobufCMessage *m;
+				if (ms_pb_unpack(&msinternal__member_change_context__descriptor, cc.context,
+				                 cc.context_len, MS_PB_MAX_DEPTH_INTERNAL, &m, &err) == 0)
+					mc = (Msinternal__MemberChangeContext *)m;
 				if (!mc) {
 					rc = ms_err_set(&err, MS_ECORRUPT,
 					                "conf change entry %llu has a bad member record",
