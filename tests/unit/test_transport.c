@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -1168,6 +1169,58 @@ static void test_snapshot_bounds(void **state)
 	member_free(&b);
 }
 
+/* accept(2) failing with EMFILE pauses the listener instead of spinning on
+ * the connection left in the backlog; it is served once fds are free. */
+static void test_accept_backoff(void **state)
+{
+	rec a = {0}, b = {0};
+	member_start(&a, 1, 0);
+	member_start(&b, 2, 0);
+	add_peer(&b, 1, raft_transport_port(a.t));
+	int port = raft_transport_port(b.t);
+	int client = socket(AF_INET, SOCK_STREAM, 0); /* its fd exists before the table is full */
+	assert_true(client >= 0);
+	struct rlimit old, lim;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	lim = old;
+	lim.rlim_cur = 256;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
+	int fds[256], n = 0;
+	for (int round = 0; round < 2; round++) {
+		while (n < 256) {
+			int fd = dup(client);
+			if (fd < 0)
+				break;
+			fds[n++] = fd;
+		}
+		assert_int_equal(errno, EMFILE);
+		spin(10); /* let closes still under way finish, then fill what they freed */
+	}
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(client, (struct sockaddr *)&sa, sizeof sa), 0); /* waits in the backlog */
+	/* 300 ms of loop: the 5 ms tick makes ~60 iterations; a listener that
+	 * retried accept at once would make thousands */
+	int64_t end = ms_now_mono_ns() + 300 * 1000000LL;
+	long iterations = 0;
+	while (ms_now_mono_ns() < end) {
+		event_base_loop(base, EVLOOP_ONCE);
+		iterations++;
+	}
+	assert_true(iterations < 1000);
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	/* with fds free again the listener resumes and the connection is served */
+	raw_hello(client, CLUSTER, 1, 2);
+	raw_msg(client, 1, 2, 9);
+	RUN_UNTIL(b.n_msgs == 1);
+	assert_int_equal(b.msgs[0].index, 9);
+	close(client);
+	member_free(&a);
+	member_free(&b);
+}
+
 static void test_bad_args(void **state)
 {
 	rec a = {0};
@@ -1207,6 +1260,7 @@ int main(void)
 	    cmocka_unit_test(test_bad_input),
 	    cmocka_unit_test(test_member_rules),
 	    cmocka_unit_test(test_snapshot_bounds),
+	    cmocka_unit_test(test_accept_backoff),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
