@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "api/api.h"
 #include "cmd/flags.h"
@@ -112,6 +113,28 @@ static void free_peers(ms_peer *p, size_t n)
 		ms_free(p[i].name);
 	}
 	ms_free(p);
+}
+
+/* etcd >= 3.4.10 (pkg/fileutil TouchDirAll -> CheckDirPermission): an
+ * existing data or wal directory whose permissions are not 0700 is used,
+ * with a warning in etcd's words; it is neither refused nor changed (the
+ * operator may share it on purpose). New directories are made 0700. */
+static void check_dir_permission(const char *dir)
+{
+	struct stat st;
+	if (!dir || !*dir || stat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || (st.st_mode & 07777) == 0700)
+		return;
+	/* Go's os.FileMode String() of the directory, as etcd prints it */
+	static const char rwx[] = "rwxrwxrwx";
+	char mode[11];
+	mode[0] = 'd';
+	for (int i = 0; i < 9; i++)
+		mode[1 + i] = (st.st_mode & (0400 >> i)) ? rwx[i] : '-';
+	mode[10] = 0;
+	MS_WARN("pkg/fileutil",
+	        "check file permission: directory \"%s\" exist, but the permission is \"%s\". The recommended "
+	        "permission is \"-rwx------\" to prevent possible unprivileged access to the data.",
+	        dir, mode);
 }
 
 static int verify_error(const char *fmt, const char *a, const char *b)
@@ -279,6 +302,12 @@ int main(int argc, char **argv)
 	}
 	MS_INFO("etcdmain", "MetaStore Version: %s (etcd API %s)", METASTORE_VERSION, ETCD_VERSION);
 	MS_INFO("etcdmain", "data dir = %s", data_dir);
+	check_dir_permission(data_dir);
+	check_dir_permission(f.wal_dir);
+	/* Every file the stores create (RocksDB opens its files with 0644 and
+	 * honours the umask; the raft log is a RocksDB too) and every directory
+	 * is private to the member's user: 0600 and 0700, as etcd's. */
+	umask(077);
 
 	ms_server_config cfg = {
 	    .name = f.name,

@@ -651,11 +651,15 @@ static void tr_on_forward(void *ud, uint64_t from, const uint8_t *data, size_t l
 			n->cb.on_peer(n->ud, from, data[0] == FWD_PEER_RESP, data + 1, len - 1);
 		return;
 	}
+	/* only what the server validated enters the log */
 	if (len >= 1 && data[0] == FWD_PROPOSAL) {
-		rc = raft_core_propose(n->core, data + 1, len - 1, NULL, NULL);
+		if (!n->cb.check_forward || (rc = n->cb.check_forward(n->ud, from, false, data + 1, len - 1)) == 0)
+			rc = raft_core_propose(n->core, data + 1, len - 1, NULL, NULL);
 	} else if (len >= 1 && data[0] == FWD_CONF_CHANGE) {
 		raft_conf_change cc;
-		if (raft_conf_change_decode(data + 1, len - 1, &cc) == 0)
+		if (raft_conf_change_decode(data + 1, len - 1, &cc) == 0 &&
+		    (!n->cb.check_forward ||
+		     (rc = n->cb.check_forward(n->ud, from, true, cc.context, cc.context_len)) == 0))
 			rc = raft_core_propose_conf_change(n->core, &cc, NULL, NULL);
 	}
 	if (rc == 0)
@@ -730,6 +734,14 @@ static void tr_on_snapshot_sent(void *ud, uint64_t peer, bool ok)
 	        ok ? "delivered" : "failed");
 	raft_core_report_snapshot(n->core, peer, ok);
 	drive(n);
+}
+
+/* Only the leader this member follows sends it snapshots (the transport
+ * asks when a stream is announced, before any byte is written). */
+static bool tr_snap_allowed(void *ud, uint64_t from, uint64_t bytes)
+{
+	raft_node *n = ud;
+	return from != RAFT_NONE && raft_core_leader(n->core) == from && from != n->id;
 }
 
 /* A complete snapshot from the leader: stepped into the core, which asks
@@ -850,7 +862,8 @@ int raft_node_new(const raft_node_config *cfg, raft_node **out, ms_err *err)
 		                         .on_unreachable = tr_on_unreachable,
 		                         .on_snapshot_sent = tr_on_snapshot_sent,
 		                         .on_snapshot = tr_on_snapshot,
-		                         .on_join = tr_on_join};
+		                         .on_join = tr_on_join,
+		                         .snap_allowed = tr_snap_allowed};
 		if ((rc = raft_transport_new(n->base, cfg->cluster_id, n->id, cfg->snap_dir, &tcb, n, &n->tr, err)))
 			goto fail;
 		for (size_t i = 0; i < cfg->nlisten_urls; i++)

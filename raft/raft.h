@@ -71,6 +71,10 @@ typedef struct raft_node_callbacks {
 	/* loop: a joining member asks for the cluster (see raft_node_join);
 	 * answer with an ms_malloc'd buffer. NULL refuses joins. */
 	int (*on_join)(void *ud, const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len);
+	/* loop, on the leader: a proposal member `from` forwarded (conf_change:
+	 * data is the change's context). Return 0 to propose it; an error drops
+	 * it (the callee tells the forwarder). NULL proposes everything. */
+	int (*check_forward)(void *ud, uint64_t from, bool conf_change, const uint8_t *data, size_t len);
 	/* loop: a message another member sent with raft_node_peer_send. */
 	void (*on_peer)(void *ud, uint64_t from, bool response, const uint8_t *data, size_t len);
 } raft_node_callbacks;

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -34,11 +35,16 @@
 #define SNAP_FILL (4u << 20)      /* keep this much of a snapshot queued on the socket */
 #define SNAP_LOW_WATER (1u << 20) /* refill below this */
 #define MAX_NAME 255
+#define ACCEPT_BACKOFF_MIN_MS 100 /* accept failed (EMFILE...): pause the listener this long */
+#define ACCEPT_BACKOFF_MAX_MS 2000
 
 typedef struct tr_listener {
 	struct tr_listener *next;
+	raft_transport *t;
 	struct evconnlistener *lev;
 	int port;
+	struct event *resume_ev; /* re-enables accepting after a failure */
+	int backoff_ms;          /* the next pause; reset by a successful accept */
 } tr_listener;
 
 /* A peer we send to: one outbound connection. */
@@ -62,9 +68,13 @@ typedef struct tr_conn {
 	raft_transport *t;
 	struct bufferevent *bev;
 	bool hello;
-	bool join; /* a joining member asking for the cluster */
+	bool join;     /* a joining member asking for the cluster */
+	bool answered; /* the joiner got its answer: nothing more is accepted */
+	bool doomed;   /* its member was removed: closed from notify_cb */
 	uint64_t from;
-	/* incoming snapshot */
+	/* incoming snapshot: SNAP_BEGIN's totals, reserved against free disk */
+	bool snap_begun;
+	uint64_t ann_files, ann_bytes;
 	char *snap_path; /* NULL = none in progress */
 	int dirfd, fd;
 	char *cur_name;
@@ -86,6 +96,8 @@ typedef struct tr_snap_out {
 	uint64_t off, bytes;
 	uint8_t *msg; /* the SNAP message, encoded when the stream started */
 	size_t msg_len;
+	uint64_t total; /* bytes announced in SNAP_BEGIN (the files' sizes when listed) */
+	bool begun;     /* SNAP_BEGIN queued */
 	uint8_t *chunk; /* read buffer, RAFT_TRANSPORT_CHUNK bytes */
 	so_state state;
 	bool ok;
@@ -105,6 +117,11 @@ struct raft_transport {
 	uint64_t rng, snap_seq;
 	size_t max_queue;
 	int backoff_min_ms, backoff_max_ms;
+	/* inbound bounds (see transport.h) */
+	int n_ungreeted; /* accepted connections without HELLO yet */
+	int n_snaps_in;  /* snapshot streams being received */
+	uint64_t snap_max, snap_reserve;
+	uint64_t snap_reserved; /* announced bytes of the streams in progress */
 };
 
 /* ---- small helpers ---- */
@@ -443,6 +460,12 @@ static void conn_snap_reset(tr_conn *c, bool remove)
 	ms_free(c->cur_name);
 	c->snap_path = c->cur_name = NULL;
 	c->cur_off = c->files = c->bytes = 0;
+	if (c->snap_begun) {
+		c->t->n_snaps_in--;
+		c->t->snap_reserved -= c->ann_bytes;
+		c->snap_begun = false;
+		c->ann_files = c->ann_bytes = 0;
+	}
 }
 
 static void conn_close(tr_conn *c)
@@ -457,6 +480,8 @@ static void conn_close(tr_conn *c)
 	if (c->snap_path)
 		MS_WARN(LOG_PKG, "snapshot from peer %llx abandoned, removing %s", (unsigned long long)c->from,
 		        c->snap_path);
+	if (!c->hello)
+		t->n_ungreeted--;
 	conn_snap_reset(c, true);
 	bufferevent_free(c->bev);
 	ms_free(c);
@@ -507,6 +532,12 @@ static int snap_chunk(tr_conn *c, const uint8_t *p, size_t len)
 		MS_WARN(LOG_PKG, "peer %llx sent a snapshot file with a bad name", (unsigned long long)c->from);
 		goto out;
 	}
+	if (!c->snap_begun || c->bytes + ch->data.len > c->ann_bytes) {
+		MS_WARN(LOG_PKG, "peer %llx: snapshot data %s its announcement (%llu bytes)",
+		        (unsigned long long)c->from, c->snap_begun ? "exceeds" : "without",
+		        (unsigned long long)c->ann_bytes);
+		goto out;
+	}
 	if ((rc = snap_begin(c)) != 0)
 		goto out;
 	rc = MS_EINVAL;
@@ -514,6 +545,11 @@ static int snap_chunk(tr_conn *c, const uint8_t *p, size_t len)
 		if (ch->offset != 0) {
 			MS_WARN(LOG_PKG, "peer %llx: snapshot file %s starts at offset %llu",
 			        (unsigned long long)c->from, ch->name, (unsigned long long)ch->offset);
+			goto out;
+		}
+		if (c->files >= c->ann_files) {
+			MS_WARN(LOG_PKG, "peer %llx: snapshot has more files than the %llu announced",
+			        (unsigned long long)c->from, (unsigned long long)c->ann_files);
 			goto out;
 		}
 		if (c->fd >= 0)
@@ -553,6 +589,63 @@ out:
 	return rc;
 }
 
+/* SNAP_BEGIN: the stream's totals. Refused when this member does not
+ * expect a snapshot from c->from, or cannot hold what is announced. */
+static int snap_announce(tr_conn *c, const uint8_t *p, size_t len)
+{
+	raft_transport *t = c->t;
+	Msraft__SnapBegin *b = msraft__snap_begin__unpack(&ms_pb_allocator, len, p);
+	if (!b)
+		return MS_EINVAL;
+	uint64_t files = b->files, bytes = b->bytes;
+	msraft__snap_begin__free_unpacked(b, &ms_pb_allocator);
+	if (c->snap_begun || c->snap_path) {
+		MS_WARN(LOG_PKG, "peer %llx announced a second snapshot on one stream", (unsigned long long)c->from);
+		return MS_EINVAL;
+	}
+	if (t->cb.snap_allowed && !t->cb.snap_allowed(t->ud, c->from, bytes)) {
+		MS_WARN(LOG_PKG, "refused a snapshot from peer %llx: not expected from it",
+		        (unsigned long long)c->from);
+		return MS_EINVAL;
+	}
+	if (t->n_snaps_in >= RAFT_TRANSPORT_MAX_SNAPS_IN) {
+		MS_WARN(LOG_PKG, "refused a snapshot from peer %llx: %d streams already in progress",
+		        (unsigned long long)c->from, t->n_snaps_in);
+		return MS_EINVAL;
+	}
+	if (bytes > t->snap_max) {
+		MS_WARN(LOG_PKG, "refused a snapshot from peer %llx: %llu bytes is over the cap of %llu",
+		        (unsigned long long)c->from, (unsigned long long)bytes, (unsigned long long)t->snap_max);
+		return MS_EINVAL;
+	}
+	struct statvfs vfs;
+	if (statvfs(t->snap_dir, &vfs) != 0) {
+		MS_WARN(LOG_PKG, "refused a snapshot from peer %llx: statvfs %s: %s", (unsigned long long)c->from,
+		        t->snap_dir, strerror(errno));
+		return MS_EIO;
+	}
+	uint64_t avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+	uint64_t need = bytes + t->snap_reserve + t->snap_reserved; /* each term is capped well below 2^62 */
+	if (need > avail) {
+		MS_WARN(LOG_PKG,
+		        "refused a snapshot from peer %llx: %llu bytes would not fit in %s (%llu bytes free, %llu kept "
+		        "free, "
+		        "%llu promised to other streams)",
+		        (unsigned long long)c->from, (unsigned long long)bytes, t->snap_dir, (unsigned long long)avail,
+		        (unsigned long long)t->snap_reserve, (unsigned long long)t->snap_reserved);
+		return MS_EIO;
+	}
+	c->snap_begun = true;
+	c->ann_files = files;
+	c->ann_bytes = bytes;
+	t->n_snaps_in++;
+	t->snap_reserved += bytes;
+	/* a stream that stalls must not hold its reservation forever */
+	struct timeval st = {SNAP_STALL_S, 0};
+	bufferevent_set_timeouts(c->bev, &st, NULL);
+	return 0;
+}
+
 static int snap_end(tr_conn *c, const uint8_t *p, size_t len)
 {
 	raft_transport *t = c->t;
@@ -560,11 +653,15 @@ static int snap_end(tr_conn *c, const uint8_t *p, size_t len)
 	if (!e)
 		return MS_EINVAL;
 	raft_msg m;
-	int rc = snap_begin(c); /* a snapshot may have no files */
-	if (rc)
+	int rc = MS_EINVAL;
+	if (!c->snap_begun) {
+		MS_WARN(LOG_PKG, "peer %llx ended a snapshot it never announced", (unsigned long long)c->from);
+		goto out;
+	}
+	if ((rc = snap_begin(c))) /* a snapshot may have no files */
 		goto out;
 	rc = MS_EINVAL;
-	if (e->files != c->files || e->bytes != c->bytes) {
+	if (e->files != c->files || e->bytes != c->bytes || c->files != c->ann_files || c->bytes != c->ann_bytes) {
 		MS_WARN(LOG_PKG, "snapshot from peer %llx incomplete: %llu files %llu bytes, expected %llu and %llu",
 		        (unsigned long long)c->from, (unsigned long long)c->files, (unsigned long long)c->bytes,
 		        (unsigned long long)e->files, (unsigned long long)e->bytes);
@@ -600,6 +697,30 @@ out:
 	return rc;
 }
 
+/* A member id may hold RAFT_TRANSPORT_MAX_CONNS_PER_PEER inbound
+ * connections: beyond that the oldest (last in the list: new ones are
+ * pushed at the head) is doomed. A real member's stale connections go
+ * first, which is also what a reconnecting member wants. */
+static void limit_peer_conns(tr_conn *c)
+{
+	raft_transport *t = c->t;
+	int n = 0;
+	tr_conn *oldest = NULL;
+	for (tr_conn *o = t->conns; o; o = o->next) {
+		if (!o->hello || o->join || o->doomed || o->from != c->from)
+			continue;
+		n++;
+		if (o != c)
+			oldest = o;
+	}
+	if (n > RAFT_TRANSPORT_MAX_CONNS_PER_PEER && oldest) {
+		MS_WARN(LOG_PKG, "member %llx has more than %d connections: closing its oldest",
+		        (unsigned long long)c->from, RAFT_TRANSPORT_MAX_CONNS_PER_PEER);
+		oldest->doomed = true;
+		notify(t);
+	}
+}
+
 static int conn_hello(tr_conn *c, const uint8_t *p, size_t len)
 {
 	raft_transport *t = c->t;
@@ -613,6 +734,8 @@ static int conn_hello(tr_conn *c, const uint8_t *p, size_t len)
 	    t->cb.on_join) {
 		c->hello = true;
 		c->join = true;
+		t->n_ungreeted--;
+		bufferevent_setwatermark(c->bev, EV_READ, 0, HDR + RAFT_TRANSPORT_MAX_JOIN);
 		rc = 0;
 	} else if (h->cluster_id != t->cluster_id)
 		MS_WARN(LOG_PKG, "refused a connection from member %llx: cluster ID mismatch (remote %llx, local %llx)",
@@ -627,10 +750,17 @@ static int conn_hello(tr_conn *c, const uint8_t *p, size_t len)
 	else if (h->version != PROTO_VERSION)
 		MS_WARN(LOG_PKG, "refused a connection from member %llx: protocol version %u",
 		        (unsigned long long)h->from_id, h->version);
+	else if (!peer_find(t, h->from_id))
+		MS_WARN(LOG_PKG, "refused a connection from %llx: not a member of cluster %llx",
+		        (unsigned long long)h->from_id, (unsigned long long)t->cluster_id);
 	else {
 		c->hello = true;
 		c->from = h->from_id;
+		t->n_ungreeted--;
 		bufferevent_set_timeouts(c->bev, NULL, NULL);
+		/* one frame at most waits in the input buffer */
+		bufferevent_setwatermark(c->bev, EV_READ, 0, HDR + RAFT_TRANSPORT_MAX_FRAME);
+		limit_peer_conns(c);
 		rc = 0;
 	}
 	msraft__hello__free_unpacked(h, &ms_pb_allocator);
@@ -672,11 +802,17 @@ static int conn_frame(tr_conn *c, uint8_t kind, const uint8_t *p, size_t len)
 		/* one question, one answer; the joiner closes */
 		uint8_t *resp = NULL;
 		size_t rlen = 0;
-		if (kind != RAFT_TR_JOIN || t->cb.on_join(t->ud, p, len, &resp, &rlen) != 0) {
+		if (kind != RAFT_TR_JOIN || c->answered || t->cb.on_join(t->ud, p, len, &resp, &rlen) != 0) {
 			MS_WARN(LOG_PKG, "refused a join request (frame kind %u)", kind);
 			return MS_EINVAL;
 		}
+		c->answered = true;
 		return add_raw_frame(bufferevent_get_output(c->bev), RAFT_TR_JOIN_RESP, resp, rlen, true);
+	}
+	if (c->doomed || !peer_find(t, c->from)) {
+		MS_WARN(LOG_PKG, "closing the connection from %llx: not a member any more",
+		        (unsigned long long)c->from);
+		return MS_EINVAL;
 	}
 	switch (kind) {
 	case RAFT_TR_MSG:
@@ -685,6 +821,8 @@ static int conn_frame(tr_conn *c, uint8_t kind, const uint8_t *p, size_t len)
 		if (t->cb.on_forward)
 			t->cb.on_forward(t->ud, c->from, p, len);
 		return 0;
+	case RAFT_TR_SNAP_BEGIN:
+		return snap_announce(c, p, len);
 	case RAFT_TR_SNAP_CHUNK:
 		return snap_chunk(c, p, len);
 	case RAFT_TR_SNAP_END:
@@ -707,7 +845,12 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 		uint8_t h[HDR];
 		evbuffer_copyout(in, h, HDR);
 		uint32_t l = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-		if (l < 1 || l > RAFT_TRANSPORT_MAX_FRAME || h[4] < RAFT_TR_HELLO || h[4] > RAFT_TR_JOIN) {
+		/* nothing before HELLO, and nothing a joiner sends, is large */
+		uint32_t max = !c->hello ? RAFT_TRANSPORT_MAX_HELLO
+		               : c->join ? RAFT_TRANSPORT_MAX_JOIN
+		                         : RAFT_TRANSPORT_MAX_FRAME;
+		if (l < 1 || l > max || h[4] < RAFT_TR_HELLO || h[4] > RAFT_TR_SNAP_BEGIN ||
+		    h[4] == RAFT_TR_JOIN_RESP || h[4] == RAFT_TR_SNAP_ACK) {
 			MS_WARN(LOG_PKG, "closing a connection from peer %llx: bad frame (length %u, kind %u)",
 			        (unsigned long long)c->from, l, h[4]);
 			conn_close(c);
@@ -728,14 +871,25 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	tr_conn *c = arg;
-	if (what & BEV_EVENT_TIMEOUT)
+	if ((what & BEV_EVENT_TIMEOUT) && !c->hello)
 		MS_WARN(LOG_PKG, "closing a peer connection that sent no HELLO in %d s", HELLO_TIMEOUT_S);
+	else if (what & BEV_EVENT_TIMEOUT)
+		MS_WARN(LOG_PKG, "closing a snapshot stream from peer %llx: no progress in %d s",
+		        (unsigned long long)c->from, SNAP_STALL_S);
 	conn_close(c);
 }
 
 static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa, int sl, void *arg)
 {
-	raft_transport *t = arg;
+	tr_listener *l = arg;
+	raft_transport *t = l->t;
+	l->backoff_ms = ACCEPT_BACKOFF_MIN_MS;
+	if (t->n_ungreeted >= RAFT_TRANSPORT_MAX_UNGREETED) {
+		/* a member always greets at once: these are strays or worse */
+		MS_DEBUG(LOG_PKG, "closed an accepted peer connection: %d are waiting for their HELLO", t->n_ungreeted);
+		evutil_closesocket(fd);
+		return;
+	}
 	tr_conn *c = ms_calloc(1, sizeof *c);
 	struct bufferevent *bev = c ? tr_bev_new(t, fd) : NULL;
 	if (!bev) {
@@ -750,14 +904,32 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	bufferevent_setcb(bev, conn_read_cb, NULL, conn_event_cb, c);
 	struct timeval ht = {HELLO_TIMEOUT_S, 0};
 	bufferevent_set_timeouts(bev, &ht, NULL);
+	bufferevent_setwatermark(bev, EV_READ, 0, HDR + RAFT_TRANSPORT_MAX_HELLO);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	c->next = t->conns;
 	t->conns = c;
+	t->n_ungreeted++;
 }
 
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	tr_listener *l = arg;
+	evconnlistener_enable(l->lev);
+}
+
+/* accept(2) failed (EMFILE, ENFILE, ENOBUFS...): the connection stays in the
+ * backlog and the listener stays readable, so retrying at once would spin.
+ * Pause it, doubling the pause while failures continue. */
 static void accept_error_cb(struct evconnlistener *lev, void *arg)
 {
-	MS_WARN(LOG_PKG, "accepting a peer connection: %s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	tr_listener *l = arg;
+	int e = EVUTIL_SOCKET_ERROR();
+	MS_WARN(LOG_PKG, "accepting a peer connection: %s; pausing the listener for %d ms",
+	        evutil_socket_error_to_string(e), l->backoff_ms);
+	evconnlistener_disable(lev);
+	struct timeval tv = {l->backoff_ms / 1000, (l->backoff_ms % 1000) * 1000};
+	evtimer_add(l->resume_ev, &tv);
+	l->backoff_ms = MS_MIN(l->backoff_ms * 2, ACCEPT_BACKOFF_MAX_MS);
 }
 
 /* ---- outgoing snapshots ---- */
@@ -802,6 +974,14 @@ static void so_free(tr_snap_out *so)
 static int so_fill(tr_snap_out *so)
 {
 	struct evbuffer *out = bufferevent_get_output(so->bev);
+	if (!so->begun) {
+		Msraft__SnapBegin b = MSRAFT__SNAP_BEGIN__INIT;
+		b.files = so->n_names;
+		b.bytes = so->total;
+		if (add_pb_frame(out, RAFT_TR_SNAP_BEGIN, &b.base) != 0)
+			return MS_ENOMEM;
+		so->begun = true;
+	}
 	while (so->state == SO_STREAMING && evbuffer_get_length(out) < SNAP_FILL) {
 		if (so->cur == so->n_names) {
 			Msraft__SnapEnd e = MSRAFT__SNAP_END__INIT;
@@ -918,6 +1098,7 @@ static int list_files(tr_snap_out *so)
 			rc = MS_EINVAL;
 			break;
 		}
+		so->total += (uint64_t)st.st_size; /* announced up front: the files are immutable */
 		if (so->n_names == cap) {
 			size_t nc = cap ? cap * 2 : 16;
 			char **nn = ms_realloc(so->names, nc * sizeof *nn);
@@ -991,6 +1172,14 @@ fail:
 static void notify_cb(evutil_socket_t fd, short what, void *arg)
 {
 	raft_transport *t = arg;
+	for (tr_conn **pp = &t->conns; *pp;) {
+		tr_conn *c = *pp;
+		if (!c->doomed) {
+			pp = &c->next;
+			continue;
+		}
+		conn_close(c); /* unlinks c: *pp is now its successor */
+	}
 	/* Rescan from the head after each callback: it may add or remove peers
 	 * and snapshots. */
 	for (;;) {
@@ -1038,6 +1227,8 @@ int raft_transport_new(struct event_base *base, uint64_t cluster_id, uint64_t se
 	t->ud = ud;
 	t->rng = self_id * 0x9e3779b97f4a7c15ull | 1;
 	t->max_queue = 64u << 20;
+	t->snap_max = RAFT_TRANSPORT_SNAP_CAP;
+	t->snap_reserve = RAFT_TRANSPORT_SNAP_RESERVE;
 	t->backoff_min_ms = 100;
 	t->backoff_max_ms = 5000;
 	t->snap_dir = ms_strdup(snap_dir);
@@ -1072,6 +1263,7 @@ void raft_transport_free(raft_transport *t)
 		tr_listener *l = t->listeners;
 		t->listeners = l->next;
 		evconnlistener_free(l->lev);
+		event_free(l->resume_ev);
 		ms_free(l);
 	}
 	while (t->peers) {
@@ -1104,6 +1296,14 @@ void raft_transport_set_limits(raft_transport *t, size_t max_queue_bytes, int ba
 		t->backoff_max_ms = t->backoff_min_ms;
 }
 
+void raft_transport_set_snap_limits(raft_transport *t, uint64_t max_bytes, uint64_t reserve_bytes)
+{
+	if (max_bytes)
+		t->snap_max = max_bytes;
+	if (reserve_bytes)
+		t->snap_reserve = reserve_bytes;
+}
+
 int raft_transport_listen(raft_transport *t, const char *url, ms_err *err)
 {
 	char *host = NULL, *port = NULL;
@@ -1118,16 +1318,20 @@ int raft_transport_listen(raft_transport *t, const char *url, ms_err *err)
 		goto out;
 	}
 	l = ms_calloc(1, sizeof *l);
-	if (!l) {
+	if (!l || !(l->resume_ev = evtimer_new(t->base, accept_resume_cb, l))) {
+		ms_free(l);
 		rc = ms_err_set(err, MS_ENOMEM, "out of memory");
 		goto out;
 	}
-	l->lev = evconnlistener_new_bind(t->base, accept_cb, t,
+	l->t = t;
+	l->backoff_ms = ACCEPT_BACKOFF_MIN_MS;
+	l->lev = evconnlistener_new_bind(t->base, accept_cb, l,
 	                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, -1,
 	                                 (struct sockaddr *)&ss, (int)sl);
 	if (!l->lev) {
 		rc = ms_err_set(err, MS_EIO, "listen-peer-urls %s: %s", url,
 		                evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		event_free(l->resume_ev);
 		ms_free(l);
 		goto out;
 	}
@@ -1227,6 +1431,12 @@ void raft_transport_remove_peer(raft_transport *t, uint64_t id)
 			tr_peer *p = *pp;
 			*pp = p->next;
 			peer_free(p);
+			/* its inbound connections go too (from the loop: a callback
+			 * running on one of them may have called this) */
+			for (tr_conn *c = t->conns; c; c = c->next)
+				if (c->hello && !c->join && c->from == id)
+					c->doomed = true;
+			notify(t);
 			return;
 		}
 	}

@@ -27,8 +27,24 @@
  *    receives arrives on the peer's inbound connections.
  *  - Every connection starts with a HELLO frame {cluster_id, from_id, to_id}
  *    from the dialer. The receiver closes a connection whose cluster_id or
- *    to_id do not match (warning names both), one that sends anything else
- *    first, and one that sends no HELLO within 10 s.
+ *    to_id do not match (warning names both), whose from_id is not one of
+ *    its peers (raft_transport_set_peer: the current members), one that
+ *    sends anything else first, and one that sends no HELLO within 10 s.
+ *    Without peer TLS a HELLO proves nothing, so the member check is about
+ *    mistakes and strays, not a defence against a host that can reach the
+ *    peer port and knows a member id; the bounds below are that defence.
+ *  - Bounds on what a connection can make this member hold (issue 10):
+ *    before HELLO a frame may be at most RAFT_TRANSPORT_MAX_HELLO bytes and
+ *    at most RAFT_TRANSPORT_MAX_UNGREETED connections may be waiting for
+ *    their HELLO (more are closed at accept); a joiner's JOIN frame is at
+ *    most RAFT_TRANSPORT_MAX_JOIN bytes and it gets one answer. After HELLO
+ *    a connection's input buffer holds at most one frame (the read
+ *    watermark is RAFT_TRANSPORT_MAX_FRAME plus the header: libevent stops
+ *    reading until the frame is consumed), and a member id holds at most
+ *    RAFT_TRANSPORT_MAX_CONNS_PER_PEER inbound connections (a new one
+ *    closes the oldest). When a peer is removed its inbound connections are
+ *    closed and frames from it are refused. Accept failures (EMFILE) pause
+ *    the listener (100 ms doubling to 2 s) instead of spinning.
  *  - Frames: [u32 big-endian L][u8 kind][payload of L-1 bytes], 1 <= L <=
  *    RAFT_TRANSPORT_MAX_FRAME. Payloads are msraft.* protobufs
  *    (proto/raftpb.proto) except FORWARD (opaque bytes). A bad length, an
@@ -36,9 +52,18 @@
  *    member (to != self, from != the HELLO's from_id) closes that connection
  *    with a warning; nothing else is affected.
  *  - Snapshots: raft_transport_send_snapshot() opens a NEW connection to the
- *    peer, sends HELLO, every regular file of a flat directory as SNAP_CHUNK
- *    frames of up to 1 MiB {name, offset, data}, then SNAP_END {SNAP msg,
- *    file count, byte count}; the receiver writes the files under
+ *    peer, sends HELLO, SNAP_BEGIN {file count, byte count} (the totals it
+ *    is about to send, measured when the stream starts), every regular file
+ *    of a flat directory as SNAP_CHUNK frames of up to 1 MiB {name, offset,
+ *    data}, then SNAP_END {SNAP msg, file count, byte count}. The receiver
+ *    refuses (closes) a stream whose sender is not allowed (cb.snap_allowed:
+ *    the node allows only the leader it follows), that announces more than
+ *    the hard cap (raft_transport_set_snap_limits, default 64 GiB) or more
+ *    than the free space of snap_dir minus a reserve (default 256 MiB, and
+ *    minus what other streams in progress announced), that sends more than
+ *    it announced, or a chunk before SNAP_BEGIN; at most
+ *    RAFT_TRANSPORT_MAX_SNAPS_IN streams are received at once, and a stream
+ *    that makes no progress for 60 s is closed. The receiver writes the files under
  *    <snap_dir>/incoming-<from>-<n>/, checks names (no '/', not "." or "..")
  *    and totals, calls on_snapshot(msg, dir) and answers SNAP_ACK; the sender
  *    then reports on_snapshot_sent(peer, true). A failure anywhere (either
@@ -73,7 +98,16 @@ typedef enum raft_transport_kind {
 	RAFT_TR_SNAP_ACK = 6,   /* msraft.SnapAck, receiver -> sender */
 	RAFT_TR_JOIN = 7,       /* opaque bytes: a joining member asks for the cluster */
 	RAFT_TR_JOIN_RESP = 8,  /* opaque bytes: the answer */
+	RAFT_TR_SNAP_BEGIN = 9, /* msraft.SnapBegin: a snapshot stream's announced totals */
 } raft_transport_kind;
+
+#define RAFT_TRANSPORT_MAX_HELLO 1024u           /* largest frame before HELLO */
+#define RAFT_TRANSPORT_MAX_JOIN (64u << 10)      /* largest JOIN request */
+#define RAFT_TRANSPORT_MAX_UNGREETED 64          /* connections waiting for their HELLO */
+#define RAFT_TRANSPORT_MAX_CONNS_PER_PEER 4      /* inbound connections per member id */
+#define RAFT_TRANSPORT_MAX_SNAPS_IN 2            /* snapshot streams received at once */
+#define RAFT_TRANSPORT_SNAP_CAP (64ull << 30)    /* default hard cap of one snapshot stream */
+#define RAFT_TRANSPORT_SNAP_RESERVE (256u << 20) /* default free disk kept when receiving */
 
 typedef struct raft_transport raft_transport;
 
@@ -99,6 +133,9 @@ typedef struct raft_transport_cb {
 	 * sent req. Return 0 with an ms_malloc'd answer (sent back as
 	 * JOIN_RESP), or an error to close the connection. NULL = refuse. */
 	int (*on_join)(void *ud, const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len);
+	/* Member from announced a snapshot stream of bytes: may it send one
+	 * now? NULL = any peer may. */
+	bool (*snap_allowed)(void *ud, uint64_t from, uint64_t bytes);
 } raft_transport_cb;
 
 /* Creates a transport on base for member self_id of cluster cluster_id.
@@ -114,6 +151,9 @@ void raft_transport_free(raft_transport *t);
 /* Tuning (tests use short backoffs): output buffer limit per peer in bytes
  * and the reconnect backoff range in milliseconds; 0 keeps a value. */
 void raft_transport_set_limits(raft_transport *t, size_t max_queue_bytes, int backoff_min_ms, int backoff_max_ms);
+/* Incoming snapshot bounds: the hard cap of one stream's announced bytes
+ * and the free disk to keep in snap_dir; 0 keeps a value. */
+void raft_transport_set_snap_limits(raft_transport *t, uint64_t max_bytes, uint64_t reserve_bytes);
 
 /* Listens on url ("http://host:port"; port 0 = any free port). May be called
  * once per --listen-peer-urls entry. MS_EUNSUPPORTED for https://,

@@ -3,6 +3,7 @@
  * consistent index are skipped), one engine batch per group of entries, and
  * hands the results of this member's proposals back to the loop. */
 #include <event2/event.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,6 +15,64 @@
 static bool client_error(int code)
 {
 	return code <= MS_EKEY_EMPTY;
+}
+
+/* ---- decoding and validating requests another member produced ---- */
+
+int ms_request_decode(const uint8_t *data, size_t len, Msinternal__InternalRequest **out, ms_err *err)
+{
+	/* The one place an InternalRequest is unpacked from bytes this member
+	 * did not pack itself (log entries, forwarded proposals): checks on the
+	 * wire bytes before unpacking belong here. */
+	ProtobufCMessage *m;
+	ms_err why = {0};
+	*out = NULL;
+	if (ms_pb_unpack(&msinternal__internal_request__descriptor, data, len, MS_PB_MAX_DEPTH_INTERNAL, &m, &why))
+		return ms_err_set(err, MS_EINVAL, "etcdserver: request does not decode: %s", why.msg);
+	*out = (Msinternal__InternalRequest *)m;
+	return 0;
+}
+
+static int missing(ms_err *err, const char *what)
+{
+	return ms_err_set(err, MS_EINVAL, "etcdserver: %s request without its body", what);
+}
+
+int ms_request_check(const Msinternal__InternalRequest *req, int max_txn_ops, ms_err *err)
+{
+	switch (req->request_case) {
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_PUT:
+		return req->put ? engine_check_put(req->put, err) : missing(err, "put");
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_DELETE_RANGE:
+		return req->delete_range ? engine_check_delete(req->delete_range, err) : missing(err, "delete");
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_TXN:
+		return req->txn ? engine_check_txn(req->txn, max_txn_ops, err) : missing(err, "txn");
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_COMPACTION:
+		return req->compaction ? 0 : missing(err, "compaction");
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_LEASE_GRANT:
+		if (!req->lease_grant)
+			return missing(err, "lease grant");
+		/* the proposer picks the id (0 is "no lease") and clamps the TTL */
+		if (req->lease_grant->id == 0 || req->lease_grant->ttl <= 0)
+			return ms_err_set(err, MS_EINVAL, "etcdserver: lease grant with id %lld ttl %lld",
+			                  (long long)req->lease_grant->id, (long long)req->lease_grant->ttl);
+		return 0;
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE:
+		return req->lease_revoke ? 0 : missing(err, "lease revoke");
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_PUBLISH:
+		return req->publish && req->publish->attributes ? 0 : missing(err, "publish");
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_CLUSTER_VERSION:
+		if (!req->cluster_version)
+			return missing(err, "cluster version");
+		if (strcmp(req->cluster_version->version, "3.4.0") != 0)
+			return ms_err_set(err, MS_EINVAL, "etcdserver: unsupported cluster version");
+		return 0;
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_MEMBER_UPDATE:
+		return req->member_update && req->member_update->n_peerurls ? 0 : missing(err, "member update");
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_ALARM: /* nothing proposes alarms yet */
+	default:
+		return ms_err_set(err, MS_EINVAL, "etcdserver: unknown request kind %d", (int)req->request_case);
+	}
 }
 
 static ProtobufCMessage *new_lease_grant_resp(int64_t id, int64_t ttl, int64_t rev)
@@ -203,10 +262,11 @@ int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n)
 				                 cc.context_len, MS_PB_MAX_DEPTH_INTERNAL, &m, &err) == 0)
 					mc = (Msinternal__MemberChangeContext *)m;
 				if (!mc) {
-					rc = ms_err_set(&err, MS_ECORRUPT,
-					                "conf change entry %llu has a bad member record",
-					                (unsigned long long)e->index);
-					break;
+					/* every member skips it alike (the leader refuses
+					 * such a proposal; this is a forged or old entry) */
+					MS_WARN("etcdserver", "conf change entry %llu has a bad member record: skipped",
+					        (unsigned long long)e->index);
+					continue;
 				}
 			}
 			bool mine = mc && mc->proposer == s->id;
@@ -230,20 +290,27 @@ int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n)
 		}
 		if (e->len == 0)
 			continue; /* a new leader's empty entry */
-		/* checked before unpacking: the entry's bytes came from a client
-		 * or a peer, and protobuf-c recurses per nesting level */
-		ProtobufCMessage *m;
-		if (ms_pb_unpack(&msinternal__internal_request__descriptor, e->data, e->len, MS_PB_MAX_DEPTH_INTERNAL,
-		                 &m, &err)) {
-			MS_ERROR("etcdserver", "log entry %llu: %s", (unsigned long long)e->index, err.msg);
-			rc = ms_err_set(&err, MS_ECORRUPT, "log entry %llu does not decode",
-			                (unsigned long long)e->index);
-			break;
-		}
-		Msinternal__InternalRequest *req = (Msinternal__InternalRequest *)m;
-		ProtobufCMessage *resp = NULL;
+		/* A request that does not decode or validate is consumed with an
+		 * error result: every member decides the same from the same bytes
+		 * (the checks use no local configuration: the txn op limit is
+		 * --max-txn-ops only where a proposal enters the log), so all of
+		 * them skip it, and the consistent index moves past it. */
+		Msinternal__InternalRequest *req = NULL;
 		memset(&err, 0, sizeof err);
-		int code = apply_one(s, a, req, &resp, &members_changed, &err);
+		int code = ms_request_decode(e->data, e->len, &req, &err);
+		if (code == 0)
+			code = ms_request_check(req, INT_MAX, &err);
+		if (code) {
+			MS_WARN("etcdserver", "log entry %llu holds an invalid request (%s): skipped",
+			        (unsigned long long)e->index, err.msg);
+			if (req && req->proposer == s->id)
+				pending[np++] = make_result(req->id, code, NULL, err.msg);
+			if (req)
+				protobuf_c_message_free_unpacked(&req->base, &ms_pb_allocator);
+			continue;
+		}
+		ProtobufCMessage *resp = NULL;
+		code = apply_one(s, a, req, &resp, &members_changed, &err);
 		if (code && !client_error(code)) {
 			rc = code;
 			protobuf_c_message_free_unpacked(&req->base, &ms_pb_allocator);

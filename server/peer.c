@@ -1,7 +1,8 @@
 /* peer.c — requests one member asks another outside the log, over the peer
  * transport: a follower forwards lease keep-alives to the leader (as etcd's
  * LeaseRenew does over HTTP). Calls wait in a small list on the loop and
- * time out with the sweep. */
+ * time out with the sweep. The same PeerResponse carries a leader's refusal
+ * of a forwarded proposal back to the follower's waiting call. */
 #include <string.h>
 
 #include "common/pbcheck.h"
@@ -78,6 +79,11 @@ static void answer(ms_server *s, uint64_t to, uint64_t id, int code, const Proto
 	ms_free(rb);
 }
 
+void ms_server_peer_answer(ms_server *s, uint64_t to, uint64_t id, int code)
+{
+	answer(s, to, id, code, NULL);
+}
+
 static void on_request(ms_server *s, uint64_t from, const uint8_t *data, size_t len)
 {
 	ProtobufCMessage *m;
@@ -110,6 +116,7 @@ static void on_response(ms_server *s, const uint8_t *data, size_t len)
 	if (ms_pb_unpack(&msinternal__peer_response__descriptor, data, len, MS_PB_MAX_DEPTH_INTERNAL, &m, NULL))
 		return;
 	Msinternal__PeerResponse *r = (Msinternal__PeerResponse *)m;
+	bool found = false;
 	for (peer_call **pp = (peer_call **)&s->peer_calls; *pp; pp = &(*pp)->next) {
 		peer_call *c = *pp;
 		if (c->id != r->id)
@@ -117,7 +124,18 @@ static void on_response(ms_server *s, const uint8_t *data, size_t len)
 		*pp = c->next;
 		c->done(c->arg, r->code, r->response.data, r->response.len);
 		ms_free(c);
+		found = true;
 		break;
+	}
+	/* Not a peer call: the leader refused a proposal we forwarded (peer
+	 * calls and proposals share one id sequence). Only an error can end a
+	 * proposal this way; its success comes from apply. */
+	if (!found && r->code < 0) {
+		waiter *w = ms_server_waiter_take(s, r->id);
+		if (w) {
+			w->done(w->arg, r->code, NULL, NULL);
+			ms_free(w);
+		}
 	}
 	protobuf_c_message_free_unpacked(&r->base, &ms_pb_allocator);
 }

@@ -422,6 +422,66 @@ static void on_leader(void *ud, uint64_t leader, uint64_t term)
 	}
 }
 
+/* etcd's maxGapBetweenApplyAndCommitIndex: past this many committed but
+ * unapplied entries new proposals are refused with "too many requests". */
+#define MAX_APPLY_GAP 5000
+
+static bool apply_lagging(ms_server *s)
+{
+	uint64_t ci = raft_node_commit(s->node), ai = atomic_load(&s->applied_index);
+	return ci > ai + MAX_APPLY_GAP;
+}
+
+/* loop, leader: a follower forwarded a proposal. Only a request that
+ * decodes, validates with this member's limits and was proposed by the
+ * forwarding member itself enters the log; the forwarder's waiting call is
+ * told why not (when the request has an id to answer). */
+static int check_forward(void *ud, uint64_t from, bool conf_change, const uint8_t *data, size_t len)
+{
+	ms_server *s = ud;
+	ms_err err = {0};
+	int rc = 0;
+	if (conf_change) {
+		/* the context names the proposer; the bootstrap entries carry none
+		 * and are never forwarded */
+		Msinternal__MemberChangeContext *mc =
+		    len ? msinternal__member_change_context__unpack(&ms_pb_allocator, len, data) : NULL;
+		if (!mc || mc->proposer != from || !mc->member)
+			rc = MS_EINVAL;
+		else if (apply_lagging(s))
+			rc = MS_ETOO_MANY_REQS;
+		if (rc && mc && mc->proposer == from)
+			ms_server_peer_answer(s, from, mc->id, rc);
+		if (mc)
+			protobuf_c_message_free_unpacked(&mc->base, &ms_pb_allocator);
+		if (rc)
+			MS_WARN("etcdserver", "refused a membership change forwarded by %llx (%s)",
+			        (unsigned long long)from, ms_strerror(rc));
+		return rc;
+	}
+	Msinternal__InternalRequest *req = NULL;
+	rc = ms_request_decode(data, len, &req, &err);
+	if (rc == 0 && req->proposer != from)
+		rc = ms_err_set(&err, MS_EINVAL, "proposer %llx is not the forwarding member",
+		                (unsigned long long)req->proposer);
+	if (rc == 0 && len > s->cfg.max_request_bytes)
+		rc = ms_err_set(&err, MS_EREQ_TOO_LARGE, "etcdserver: request is too large");
+	if (rc == 0)
+		rc = ms_request_check(req, s->cfg.max_txn_ops, &err);
+	if (rc == 0 && apply_lagging(s))
+		rc = ms_err_set(&err, MS_ETOO_MANY_REQS, "etcdserver: too many requests");
+	if (rc) {
+		if (rc != MS_ETOO_MANY_REQS)
+			MS_WARN("etcdserver", "refused a proposal forwarded by %llx: %s", (unsigned long long)from,
+			        err.msg);
+		if (req && req->proposer == from)
+			ms_server_peer_answer(s, from, req->id, rc);
+	}
+	if (req)
+		protobuf_c_message_free_unpacked(&req->base, &ms_pb_allocator);
+	return rc;
+}
+
 static void on_applied(void *ud, uint64_t index)
 {
 	ms_server *s = ud;
@@ -629,6 +689,7 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 	           .on_read = on_read,
 	           .on_leader = on_leader,
 	           .on_join = ms_members_on_join,
+	           .check_forward = check_forward,
 	           .on_peer = ms_server_on_peer},
 	    .ud = s,
 	};
@@ -754,6 +815,7 @@ void ms_server_free(ms_server *s)
  * go out when one is elected, as etcd's do. */
 static void pending_push(ms_server *s, pending_prop *p)
 {
+	s->pending_bytes += p->len;
 	p->next = NULL;
 	*s->pending_tail = p;
 	s->pending_tail = &p->next;
@@ -767,6 +829,7 @@ static void flush_pending(ms_server *s)
 	pending_prop *list = s->pending_head;
 	s->pending_head = NULL;
 	s->pending_tail = &s->pending_head;
+	s->pending_bytes = 0; /* pending_push counts what goes back */
 	while (list) {
 		pending_prop *p = list;
 		list = p->next;
@@ -793,6 +856,13 @@ static void flush_pending(ms_server *s)
 
 int ms_server_propose(ms_server *s, Msinternal__InternalRequest *req, int64_t deadline, ms_done_fn done, void *arg)
 {
+	/* what every entry of the log must be (the API checked most of it; a
+	 * request built inside the server is held to the same rule) */
+	int crc = ms_request_check(req, s->cfg.max_txn_ops, NULL);
+	if (crc)
+		return crc;
+	if (apply_lagging(s) || s->nwaiters >= MS_SERVER_MAX_WAITERS)
+		return MS_ETOO_MANY_REQS;
 	req->id = ++s->next_req_id;
 	req->proposer = s->id;
 	size_t len = msinternal__internal_request__get_packed_size(req);
@@ -813,7 +883,9 @@ int ms_server_propose(ms_server *s, Msinternal__InternalRequest *req, int64_t de
 	/* registered before proposing: a one-member apply can be quick */
 	waiter_insert(s, w);
 	int rc = s->leader ? raft_node_propose(s->node, buf, len) : MS_ENO_LEADER;
-	if (rc == MS_ENO_LEADER || rc == MS_EAGAIN) {
+	if ((rc == MS_ENO_LEADER || rc == MS_EAGAIN) && s->pending_bytes + len > MS_SERVER_MAX_PENDING_BYTES) {
+		rc = MS_ETOO_MANY_REQS; /* no leader for a while: the backlog is bounded */
+	} else if (rc == MS_ENO_LEADER || rc == MS_EAGAIN) {
 		pending_prop *p = ms_malloc(sizeof *p + len);
 		if (p) {
 			p->id = req->id;

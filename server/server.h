@@ -103,6 +103,15 @@ typedef void (*ms_done_fn)(void *arg, int code, ProtobufCMessage *resp, const ch
  * DeleteRangeResponse, TxnResponse, CompactionResponse, LeaseGrantResponse,
  * LeaseRevokeResponse. */
 int ms_server_propose(ms_server *s, Msinternal__InternalRequest *req, int64_t deadline, ms_done_fn done, void *arg);
+/* Proposal bounds. ms_server_propose refuses with MS_ETOO_MANY_REQS
+ * ("etcdserver: too many requests", etcd's rule) when more than 5000
+ * committed entries wait to be applied, when MS_SERVER_MAX_WAITERS calls
+ * wait for their apply, or when proposals held while no leader is reachable
+ * would pass MS_SERVER_MAX_PENDING_BYTES. A request that fails the log's
+ * validation (unknown kind, missing body, etcd's request checks) is refused
+ * with its error. A leader holds forwarded proposals to the same rules. */
+#define MS_SERVER_MAX_WAITERS 65536
+#define MS_SERVER_MAX_PENDING_BYTES (64u << 20)
 /* Range; ownership of r moves to the server (freed with ms_pb_allocator).
  * Linearizable unless r->serializable: waits for a ReadIndex and for apply to
  * reach it, then reads on a reader thread. */

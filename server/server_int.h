@@ -85,6 +85,7 @@ struct ms_server {
 	uint64_t next_req_id;
 	struct event *sweep_ev;
 	pending_prop *pending_head, **pending_tail; /* proposals waiting for a leader */
+	size_t pending_bytes;                       /* their packed bytes (bounded) */
 	/* MoveLeader calls waiting for the transferee to lead (loop thread) */
 	struct move_wait *moves;
 	void *peer_calls; /* peer.c's pending calls */
@@ -134,6 +135,17 @@ void ms_server_on_events(void *arg, int64_t rev, Mvccpb__Event **evs, size_t n);
 
 /* server.c: unlinks and returns the waiter for a proposal id, or NULL. */
 waiter *ms_server_waiter_take(ms_server *s, uint64_t id);
+/* apply.c: unpacks an InternalRequest another member produced (a log
+ * entry, a forwarded proposal). MS_EINVAL. */
+int ms_request_decode(const uint8_t *data, size_t len, Msinternal__InternalRequest **out, ms_err *err);
+/* apply.c: what every request in the log must satisfy: a known kind with its
+ * body, etcd's request checks (txn ops against max_txn_ops). Depends on
+ * nothing but req and max_txn_ops, so every member decides the same. 0 or
+ * the MS_E* code the proposer gets. */
+int ms_request_check(const Msinternal__InternalRequest *req, int max_txn_ops, ms_err *err);
+/* peer.c: tells member `to` that its request or proposal id failed with
+ * code (a PeerResponse; the member fails the waiting call). */
+void ms_server_peer_answer(ms_server *s, uint64_t to, uint64_t id, int code);
 /* apply.c: the raft apply callback (apply thread). */
 int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n);
 /* apply.c: completes results posted by the apply thread (loop). */

@@ -53,9 +53,19 @@ ctl "127.0.0.1:$P" put k1 v1 >/dev/null
 id1=$(ctl "127.0.0.1:$P" endpoint status -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["header"]["member_id"])')
 kill "$LAST_PID"; wait "$LAST_PID" 2>/dev/null
 check "SIGTERM stops the member" bash -c "! kill -0 $LAST_PID 2>/dev/null"
+# a new data dir and everything in it is private: directories 0700, files 0600
+check "data dir created 0700" [ "$(stat -c %a "$DIR")" == 700 ]
+check "the store has files" [ "$(find "$DIR" -type f | grep -c .)" -gt 4 ]
+check "every directory under the data dir is 0700" [ -z "$(find "$DIR" -type d ! -perm 700)" ]
+check "every file under the data dir is 0600" [ -z "$(find "$DIR" -type f ! -perm 600)" ]
+# an existing data dir with wider permissions: etcd 3.4.10+ warns (pkg/fileutil
+# CheckDirPermission) and goes on; so does MetaStore, naming the directory
+chmod 755 "$DIR"
 # restart ignores --initial-cluster (what is on disk wins)
 start_member ms m1 "$DIR" "$P" "$Q"
 wait_for "restart" 20 healthy "127.0.0.1:$P" || fail "member did not restart"
+check "warns about a 0755 data dir, naming it" grep -qF "pkg/fileutil: check file permission: directory \"$DIR\" exist, but the permission is \"drwxr-xr-x\". The recommended permission is \"-rwx------\"" "$DIR.log"
+check "the 0755 data dir is left as it was" [ "$(stat -c %a "$DIR")" == 755 ]
 check "data survives a clean restart" [ "$(ctl "127.0.0.1:$P" get k1 --print-value-only)" == v1 ]
 id2=$(ctl "127.0.0.1:$P" endpoint status -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["header"]["member_id"])')
 check "member ID kept across restart" [ "$id1" == "$id2" ]

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -84,6 +85,8 @@ typedef struct rec {
 	char snap_got[512];
 	raft_msg snap_msg; /* decoded copy */
 	bool has_snap;
+	bool refuse_snaps; /* snap_allowed answers false */
+	size_t n_joins;
 } rec;
 
 static void fill_pattern(uint8_t *p, size_t n, uint64_t seed)
@@ -156,7 +159,23 @@ static void on_snapshot_sent(void *ud, uint64_t peer, bool ok)
 		r->snap_fail++;
 }
 
-static const raft_transport_cb callbacks = {on_msg, on_forward, on_snapshot, on_unreachable, on_snapshot_sent};
+static int on_join(void *ud, const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len)
+{
+	rec *r = ud;
+	r->n_joins++;
+	*resp = ms_malloc(3);
+	memcpy(*resp, "ok!", 3);
+	*resp_len = 3;
+	return 0;
+}
+
+static bool snap_allowed(void *ud, uint64_t from, uint64_t bytes)
+{
+	return !((rec *)ud)->refuse_snaps;
+}
+
+static const raft_transport_cb callbacks = {on_msg,           on_forward, on_snapshot, on_unreachable,
+                                            on_snapshot_sent, on_join,    snap_allowed};
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -552,6 +571,7 @@ static void test_queue_bound(void **state)
 	member_start(&b, 2, 0);
 	raft_transport_set_limits(a.t, 8192, 0, 0);
 	add_peer(&a, 2, raft_transport_port(b.t));
+	add_peer(&b, 1, raft_transport_port(a.t));
 	/* nothing runs the loop: the output buffer fills while connecting */
 	uint64_t seq = 1;
 	int rc;
@@ -573,6 +593,7 @@ static void test_forward(void **state)
 	member_start(&a, 1, 0);
 	member_start(&b, 2, 0);
 	add_peer(&a, 2, raft_transport_port(b.t));
+	add_peer(&b, 1, raft_transport_port(a.t));
 	uint8_t big[100000];
 	fill_pattern(big, sizeof big, 5);
 	assert_int_equal(raft_transport_forward(a.t, 2, big, sizeof big), 0);
@@ -641,6 +662,7 @@ static void test_snapshot(void **state)
 	member_start(&a, 1, 0);
 	member_start(&b, 2, 0);
 	add_peer(&a, 2, raft_transport_port(b.t));
+	add_peer(&b, 1, raft_transport_port(a.t));
 	char src[] = "/tmp/ms-transport-src-XXXXXX";
 	assert_non_null(mkdtemp(src));
 	write_file(src, "000123.sst", 3 * 1024 * 1024 + 12345, 1); /* > 3 MiB: several chunks */
@@ -745,6 +767,29 @@ static void raw_hello(int fd, uint64_t cluster, uint64_t from, uint64_t to)
 	raw_frame(fd, RAFT_TR_HELLO, buf, n);
 }
 
+static void raw_snap_begin(int fd, uint64_t files, uint64_t bytes)
+{
+	Msraft__SnapBegin b = MSRAFT__SNAP_BEGIN__INIT;
+	b.files = files;
+	b.bytes = bytes;
+	uint8_t buf[64];
+	raw_frame(fd, RAFT_TR_SNAP_BEGIN, buf, msraft__snap_begin__pack(&b, buf));
+}
+
+static void raw_chunk(int fd, const char *name, uint64_t off, const uint8_t *data, size_t len)
+{
+	Msraft__SnapChunk ch = MSRAFT__SNAP_CHUNK__INIT;
+	ch.name = (char *)name;
+	ch.offset = off;
+	ch.data.data = (uint8_t *)data;
+	ch.data.len = len;
+	size_t n = msraft__snap_chunk__get_packed_size(&ch);
+	uint8_t *buf = malloc(n);
+	msraft__snap_chunk__pack(&ch, buf);
+	raw_frame(fd, RAFT_TR_SNAP_CHUNK, buf, n);
+	free(buf);
+}
+
 static bool raw_closed(int fd)
 {
 	char c;
@@ -777,6 +822,8 @@ static void test_bad_input(void **state)
 	member_start(&b, 2, 0);
 	int port = raft_transport_port(b.t);
 	add_peer(&a, 2, port);
+	add_peer(&b, 1, raft_transport_port(a.t));
+	add_peer(&b, 5, 1); /* the raw connections speak for member 5 */
 	uint64_t seq = 1;
 	still_working(&a, &b, &seq);
 
@@ -855,12 +902,14 @@ static void test_bad_input(void **state)
 			e.msg.data = buf;
 			e.msg.len = len;
 			e.files = 1;
+			raw_snap_begin(fd, 1, 0);
 			raw_frame(fd, RAFT_TR_SNAP_END, out, msraft__snap_end__pack(&e, out));
 			ms_free(buf);
 			break;
 		}
 		case 10: { /* path escape */
 			raw_hello(fd, CLUSTER, 5, 2);
+			raw_snap_begin(fd, 2, 9);
 			Msraft__SnapChunk ch = MSRAFT__SNAP_CHUNK__INIT;
 			ch.name = good_name; /* starts a snapshot directory */
 			ch.data.data = (uint8_t *)"fine";
@@ -893,6 +942,281 @@ static void test_bad_input(void **state)
 	close(good);
 	assert_int_equal(a.unreachable[2], 0);
 	assert_true(in_order(&b, 1));
+	member_free(&a);
+	member_free(&b);
+}
+
+/* ---- who may talk, and how much an unfinished connection can hold ---- */
+
+static void test_member_rules(void **state)
+{
+	rec a = {0}, b = {0};
+	member_start(&a, 1, 0);
+	member_start(&b, 2, 0);
+	int port = raft_transport_port(b.t);
+	add_peer(&a, 2, port);
+	add_peer(&b, 1, raft_transport_port(a.t));
+	uint64_t seq = 1;
+	still_working(&a, &b, &seq);
+
+	/* a made-up member id: refused at HELLO, its message never delivered */
+	size_t n = b.n_msgs;
+	int fd = raw_connect(port);
+	raw_hello(fd, CLUSTER, 6, 2);
+	raw_msg(fd, 6, 2, 77);
+	RUN_UNTIL(raw_closed(fd));
+	close(fd);
+	still_working(&a, &b, &seq);
+	assert_int_equal(b.n_msgs, n + 1);
+	assert_int_equal(count_from(&b, 6), 0);
+
+	/* a member that is removed: its open connection is closed and its
+	 * frames are not delivered any more */
+	add_peer(&b, 6, 1);
+	fd = raw_connect(port);
+	raw_hello(fd, CLUSTER, 6, 2);
+	raw_msg(fd, 6, 2, 78);
+	RUN_UNTIL(count_from(&b, 6) == 1);
+	raft_transport_remove_peer(b.t, 6);
+	RUN_UNTIL(raw_closed(fd));
+	close(fd);
+	fd = raw_connect(port);
+	raw_hello(fd, CLUSTER, 6, 2);
+	raw_msg(fd, 6, 2, 79);
+	RUN_UNTIL(raw_closed(fd));
+	close(fd);
+	assert_int_equal(count_from(&b, 6), 1);
+
+	/* a joiner gets one answer and nothing else: a second JOIN, or any
+	 * other frame, closes; a JOIN over RAFT_TRANSPORT_MAX_JOIN closes */
+	for (int kase = 0; kase < 3; kase++) {
+		fd = raw_connect(port);
+		raw_hello(fd, 0, 0, 0);
+		if (kase == 2) {
+			uint8_t h[5] = {0, 2, 0, 0, RAFT_TR_JOIN}; /* 128 KiB */
+			raw_send(fd, h, sizeof h);
+			RUN_UNTIL(raw_closed(fd));
+			close(fd);
+			continue;
+		}
+		size_t joins = b.n_joins;
+		raw_frame(fd, RAFT_TR_JOIN, "me", 2);
+		RUN_UNTIL(b.n_joins == joins + 1);
+		raw_msg(fd, 1, 2, 80);
+		if (kase == 1)
+			raw_frame(fd, RAFT_TR_JOIN, "me", 2);
+		RUN_UNTIL(raw_closed(fd));
+		close(fd);
+		assert_int_equal(b.n_joins, joins + 1);
+	}
+
+	/* before HELLO a frame may not announce more than a HELLO needs: the
+	 * connection is closed on the header alone, nothing is buffered */
+	fd = raw_connect(port);
+	uint8_t big[5] = {0x03, 0xff, 0xff, 0xff, RAFT_TR_HELLO}; /* 64 MiB */
+	raw_send(fd, big, sizeof big);
+	RUN_UNTIL(raw_closed(fd));
+	close(fd);
+	fd = raw_connect(port);
+	uint8_t just_over[5] = {0, 0, (RAFT_TRANSPORT_MAX_HELLO + 1) >> 8, (RAFT_TRANSPORT_MAX_HELLO + 1) & 0xff,
+	                        RAFT_TR_HELLO};
+	raw_send(fd, just_over, sizeof just_over);
+	RUN_UNTIL(raw_closed(fd));
+	close(fd);
+
+	/* connections that never greet: at most RAFT_TRANSPORT_MAX_UNGREETED
+	 * wait; the next is closed at accept, and members still get through */
+	int idle[RAFT_TRANSPORT_MAX_UNGREETED];
+	for (int i = 0; i < RAFT_TRANSPORT_MAX_UNGREETED; i++) {
+		idle[i] = raw_connect(port);
+		raw_send(idle[i], big, 2); /* half a header */
+	}
+	spin(50);
+	for (int i = 0; i < RAFT_TRANSPORT_MAX_UNGREETED; i++)
+		assert_false(raw_closed(idle[i]));
+	fd = raw_connect(port);
+	RUN_UNTIL(raw_closed(fd));
+	close(fd);
+	int member = raw_connect(port); /* greets at once: refused too while the slots are full */
+	raw_hello(member, CLUSTER, 1, 2);
+	RUN_UNTIL(raw_closed(member));
+	close(member);
+	still_working(&a, &b, &seq); /* a's established connection is unaffected */
+	close(idle[0]);
+	spin(20);
+	member = raw_connect(port); /* a slot is free again */
+	raw_hello(member, CLUSTER, 1, 2);
+	raw_msg(member, 1, 2, 5000);
+	n = b.n_msgs;
+	RUN_UNTIL(b.n_msgs == n + 1);
+	assert_false(raw_closed(member));
+	close(member);
+	for (int i = 1; i < RAFT_TRANSPORT_MAX_UNGREETED; i++)
+		close(idle[i]);
+
+	/* a member id holds at most RAFT_TRANSPORT_MAX_CONNS_PER_PEER inbound
+	 * connections: the oldest goes when another one greets */
+	add_peer(&b, 7, 1);
+	int conns[RAFT_TRANSPORT_MAX_CONNS_PER_PEER + 1];
+	for (int i = 0; i <= RAFT_TRANSPORT_MAX_CONNS_PER_PEER; i++) {
+		conns[i] = raw_connect(port);
+		raw_hello(conns[i], CLUSTER, 7, 2);
+		raw_msg(conns[i], 7, 2, 100 + (uint64_t)i);
+		RUN_UNTIL(count_from(&b, 7) == (size_t)i + 1);
+	}
+	RUN_UNTIL(raw_closed(conns[0]));
+	for (int i = 1; i <= RAFT_TRANSPORT_MAX_CONNS_PER_PEER; i++)
+		assert_false(raw_closed(conns[i]));
+	for (int i = 0; i <= RAFT_TRANSPORT_MAX_CONNS_PER_PEER; i++)
+		close(conns[i]);
+	member_free(&a);
+	member_free(&b);
+}
+
+/* Snapshot streams: announced first, refused when unexpected, over the cap,
+ * over free disk, or longer than announced. */
+static void test_snapshot_bounds(void **state)
+{
+	rec a = {0}, b = {0};
+	member_start(&a, 1, 0);
+	member_start(&b, 2, 0);
+	int port = raft_transport_port(b.t);
+	add_peer(&a, 2, port);
+	add_peer(&b, 1, raft_transport_port(a.t));
+	raft_transport_set_snap_limits(b.t, 1 << 20, 0);
+	uint8_t data[4096];
+	fill_pattern(data, sizeof data, 9);
+	uint64_t seq = 1;
+	for (int kase = 0; kase < 6; kase++) {
+		int fd = raw_connect(port);
+		raw_hello(fd, CLUSTER, 1, 2);
+		switch (kase) {
+		case 0: /* a chunk with no announcement */
+			raw_chunk(fd, "f", 0, data, 10);
+			break;
+		case 1: /* more bytes than announced (the chunk is refused whole) */
+			raw_snap_begin(fd, 1, 100);
+			raw_chunk(fd, "f", 0, data, 100);
+			raw_chunk(fd, "f", 100, data, 1);
+			break;
+		case 2: /* more files than announced */
+			raw_snap_begin(fd, 1, 100);
+			raw_chunk(fd, "f", 0, data, 10);
+			raw_chunk(fd, "g", 0, data, 10);
+			break;
+		case 3: /* over the hard cap */
+			raw_snap_begin(fd, 1, (1 << 20) + 1);
+			break;
+		case 4: /* the receiver does not expect a snapshot from it */
+			b.refuse_snaps = true;
+			raw_snap_begin(fd, 1, 10);
+			break;
+		case 5: /* would not fit on the disk (the reserve is the whole disk) */
+			b.refuse_snaps = false;
+			raft_transport_set_snap_limits(b.t, UINT64_C(1) << 60, UINT64_C(1) << 60);
+			raw_snap_begin(fd, 1, 10);
+			break;
+		}
+		RUN_UNTIL(raw_closed(fd));
+		close(fd);
+		still_working(&a, &b, &seq);
+		assert_int_equal(count_entries(b.snap_dir), 0);
+		assert_false(b.has_snap);
+	}
+	raft_transport_set_snap_limits(b.t, 1 << 20, 1);
+
+	/* a stream that keeps to its announcement is delivered */
+	int fd = raw_connect(port);
+	raw_hello(fd, CLUSTER, 1, 2);
+	raw_snap_begin(fd, 1, sizeof data);
+	raw_chunk(fd, "f", 0, data, sizeof data);
+	raft_msg m = {.type = RAFT_MSG_SNAP, .from = 1, .to = 2, .term = 1, .snapshot = {5, 1, {0}}};
+	uint8_t *buf, out[256];
+	size_t len;
+	assert_int_equal(raft_transport_encode_msg(&m, &buf, &len, NULL), 0);
+	Msraft__SnapEnd e = MSRAFT__SNAP_END__INIT;
+	e.msg.data = buf;
+	e.msg.len = len;
+	e.files = 1;
+	e.bytes = sizeof data;
+	raw_frame(fd, RAFT_TR_SNAP_END, out, msraft__snap_end__pack(&e, out));
+	ms_free(buf);
+	RUN_UNTIL(b.has_snap);
+	assert_int_equal(b.snap_msg.snapshot.index, 5);
+	close(fd);
+
+	/* and the real sender announces what it sends */
+	b.has_snap = false;
+	rm_rf(b.snap_got);
+	char src[] = "/tmp/ms-transport-src-XXXXXX";
+	assert_non_null(mkdtemp(src));
+	write_file(src, "a.sst", 300000, 1);
+	write_file(src, "b", 7, 2);
+	m.snapshot.index = 6;
+	assert_int_equal(raft_transport_send_snapshot(a.t, &m, src), 0);
+	RUN_UNTIL(a.snap_ok + a.snap_fail == 1);
+	assert_int_equal(a.snap_ok, 1);
+	assert_true(b.has_snap);
+	assert_same_file(src, b.snap_got, "a.sst");
+	/* over the receiver's cap: refused, and the sender reports failure */
+	raft_transport_set_snap_limits(b.t, 1000, 0);
+	b.has_snap = false;
+	assert_int_equal(raft_transport_send_snapshot(a.t, &m, src), 0);
+	RUN_UNTIL(a.snap_fail == 1);
+	assert_false(b.has_snap);
+	rm_rf(src);
+	member_free(&a);
+	member_free(&b);
+}
+
+/* accept(2) failing with EMFILE pauses the listener instead of spinning on
+ * the connection left in the backlog; it is served once fds are free. */
+static void test_accept_backoff(void **state)
+{
+	rec a = {0}, b = {0};
+	member_start(&a, 1, 0);
+	member_start(&b, 2, 0);
+	add_peer(&b, 1, raft_transport_port(a.t));
+	int port = raft_transport_port(b.t);
+	int client = socket(AF_INET, SOCK_STREAM, 0); /* its fd exists before the table is full */
+	assert_true(client >= 0);
+	struct rlimit old, lim;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	lim = old;
+	lim.rlim_cur = 256;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
+	int fds[256], n = 0;
+	for (int round = 0; round < 2; round++) {
+		while (n < 256) {
+			int fd = dup(client);
+			if (fd < 0)
+				break;
+			fds[n++] = fd;
+		}
+		assert_int_equal(errno, EMFILE);
+		spin(10); /* let closes still under way finish, then fill what they freed */
+	}
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(client, (struct sockaddr *)&sa, sizeof sa), 0); /* waits in the backlog */
+	/* 300 ms of loop: the 5 ms tick makes ~60 iterations; a listener that
+	 * retried accept at once would make thousands */
+	int64_t end = ms_now_mono_ns() + 300 * 1000000LL;
+	long iterations = 0;
+	while (ms_now_mono_ns() < end) {
+		event_base_loop(base, EVLOOP_ONCE);
+		iterations++;
+	}
+	assert_true(iterations < 1000);
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	/* with fds free again the listener resumes and the connection is served */
+	raw_hello(client, CLUSTER, 1, 2);
+	raw_msg(client, 1, 2, 9);
+	RUN_UNTIL(b.n_msgs == 1);
+	assert_int_equal(b.msgs[0].index, 9);
+	close(client);
 	member_free(&a);
 	member_free(&b);
 }
@@ -934,6 +1258,9 @@ int main(void)
 	    cmocka_unit_test(test_forward),
 	    cmocka_unit_test(test_snapshot),
 	    cmocka_unit_test(test_bad_input),
+	    cmocka_unit_test(test_member_rules),
+	    cmocka_unit_test(test_snapshot_bounds),
+	    cmocka_unit_test(test_accept_backoff),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
