@@ -112,6 +112,13 @@ bench-lease-watch: deps
 	@$(MAKE) --no-print-directory all
 	@bash bench/bench_lease_watch.sh
 
+# etcd 3.4's own e2e suite with bin/metastore as `etcd` (not part of `make
+# test`: it takes long). REF=1: the same tests with etcd 3.4; ONLY=<regexp>,
+# JOBS=<n>, E2E_TIMEOUT=<s>. Results in $(BUILD)/e2e/results[-ref].txt.
+e2e-etcd: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) sh tools/e2e/run.sh
+
 # A local three-member cluster in the foreground (Ctrl-C stops it).
 cluster: deps
 	@$(MAKE) --no-print-directory all
@@ -166,7 +173,7 @@ format-check:
 clean:
 	rm -rf $(BUILD) $(BIN) build-asan build-ubsan build-tsan
 
-.PHONY: bench-lease-watch all deps test test-unit test-integration build-tests run cluster asan ubsan tsan sim fuzz valgrind bench format format-check clean
+.PHONY: bench-lease-watch all deps test test-unit test-integration build-tests run cluster asan ubsan tsan sim fuzz valgrind bench format format-check clean e2e-etcd
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
