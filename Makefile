@@ -82,10 +82,17 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LIBS) -lcmocka
 
+# tools the integration tests use (never installed with the server)
+TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
+
+$(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LIBS)
+
 deps:
 	@sh tools/deps.sh
 
-build-tests: $(UNIT_BINS)
+build-tests: $(UNIT_BINS) $(TEST_TOOLS)
 
 # `make test`: every unit test binary, then the integration tests.
 test: deps
@@ -96,7 +103,7 @@ test: deps
 test-unit: all build-tests
 	@sh tests/run.sh unit $(UNIT_BINS)
 
-test-integration: all
+test-integration: all $(TEST_TOOLS)
 	@sh tests/run.sh integration
 
 run: deps
