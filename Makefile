@@ -82,10 +82,17 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LIBS) -lcmocka
 
+# tools the integration tests use (never installed with the server)
+TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
+
+$(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LIBS)
+
 deps:
 	@sh tools/deps.sh
 
-build-tests: $(UNIT_BINS)
+build-tests: $(UNIT_BINS) $(TEST_TOOLS)
 
 # `make test`: every unit test binary, then the integration tests.
 test: deps
@@ -96,7 +103,7 @@ test: deps
 test-unit: all build-tests
 	@sh tests/run.sh unit $(UNIT_BINS)
 
-test-integration: all
+test-integration: all $(TEST_TOOLS)
 	@sh tests/run.sh integration
 
 run: deps
@@ -111,6 +118,13 @@ run: deps
 bench-lease-watch: deps
 	@$(MAKE) --no-print-directory all
 	@bash bench/bench_lease_watch.sh
+
+# etcd 3.4's own e2e suite with bin/metastore as `etcd` (not part of `make
+# test`: it takes long). REF=1: the same tests with etcd 3.4; ONLY=<regexp>,
+# JOBS=<n>, E2E_TIMEOUT=<s>. Results in $(BUILD)/e2e/results[-ref].txt.
+e2e-etcd: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) sh tools/e2e/run.sh
 
 # A local three-member cluster in the foreground (Ctrl-C stops it).
 cluster: deps
@@ -166,7 +180,7 @@ format-check:
 clean:
 	rm -rf $(BUILD) $(BIN) build-asan build-ubsan build-tsan
 
-.PHONY: bench-lease-watch all deps test test-unit test-integration build-tests run cluster asan ubsan tsan sim fuzz valgrind bench format format-check clean
+.PHONY: bench-lease-watch all deps test test-unit test-integration build-tests run cluster asan ubsan tsan sim fuzz valgrind bench format format-check clean e2e-etcd
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -54,18 +54,35 @@ static void maint_hash_kv(grpc_call *call, const uint8_t *msg, size_t len, void 
 
 static void maint_alarm(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
 {
+	api *a = ud;
 	Etcdserverpb__AlarmRequest *r = etcdserverpb__alarm_request__unpack(&ms_pb_allocator, len, msg);
 	if (!r) {
 		grpc_call_finish(call, GRPC_INVALID_ARGUMENT, "grpc: error unmarshalling request");
 		return;
 	}
 	if (r->action == ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__GET) {
-		/* no alarm is ever raised yet (no quota enforcement): an empty list,
-		 * and, as etcd, no header */
-		Etcdserverpb__AlarmResponse resp = ETCDSERVERPB__ALARM_RESPONSE__INIT;
-		api_reply(call, &resp.base);
+		/* the raised alarms of the type asked for (NONE = all); as etcd,
+		 * no header */
+		Etcdserverpb__AlarmResponse *resp = NULL;
+		int rc = ms_server_alarm_list(a->srv, r->alarm, &resp);
+		if (rc) {
+			api_finish_error(call, rc, NULL);
+		} else {
+			api_reply(call, &resp->base);
+			protobuf_c_message_free_unpacked(&resp->base, &ms_pb_allocator);
+		}
+	} else if (r->action == ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE &&
+	           r->alarm == ETCDSERVERPB__ALARM_TYPE__CORRUPT) {
+		grpc_call_ref(call);
+		int rc = ms_server_alarm_activate(a->srv, r->memberid, r->alarm, grpc_call_deadline(call),
+		                                  api_unary_done, call);
+		if (rc) {
+			api_finish_error(call, rc, NULL);
+			grpc_call_unref(call);
+		}
 	} else {
-		grpc_call_finish(call, GRPC_UNIMPLEMENTED, "metastore: alarm activation is not supported yet");
+		/* NOSPACE needs the space quota, DEACTIVATE comes with it */
+		grpc_call_finish(call, GRPC_UNIMPLEMENTED, "metastore: only CORRUPT alarms are raised so far");
 	}
 	protobuf_c_message_free_unpacked(&r->base, &ms_pb_allocator);
 }
@@ -253,9 +270,15 @@ void api_http1(void *ud, const grpc_http1_request *req, grpc_http1_response *res
 	if (plen == 7 && !strncmp(req->path, "/health", 7)) {
 		if (!get)
 			return set_body(resp, 405, "text/plain", "Method Not Allowed\n");
-		/* A member without a leader cannot serve a quorum read: unhealthy.
-		 * (No alarms exist yet, so ?exclude=NOSPACE changes nothing.) */
+		/* A member without a leader cannot serve a quorum read: unhealthy;
+		 * so is a cluster with a raised alarm, as in etcd. (No NOSPACE alarm
+		 * is raised yet, so ?exclude=NOSPACE changes nothing.) */
 		bool ok = ms_server_leader(a->srv) != 0;
+		Etcdserverpb__AlarmResponse *al = NULL;
+		if (ok && ms_server_alarm_list(a->srv, ETCDSERVERPB__ALARM_TYPE__NONE, &al) == 0) {
+			ok = al->n_alarms == 0;
+			protobuf_c_message_free_unpacked(&al->base, &ms_pb_allocator);
+		}
 		return set_body(resp, ok ? 200 : 503, "application/json",
 		                ok ? "{\"health\":\"true\"}" : "{\"health\":\"false\"}");
 	}

@@ -22,6 +22,8 @@ typedef struct ms_flags {
 	uint64_t max_request_bytes, max_txn_ops, heartbeat_interval, election_timeout, snapshot_count;
 	int64_t quota_backend_bytes;
 	int64_t watch_progress_notify_ns;
+	bool initial_corrupt_check; /* --experimental-initial-corrupt-check */
+	int64_t corrupt_check_ns;   /* --experimental-corrupt-check-time */
 	bool debug, version, help, enable_grpc_gateway, strict_reconfig_check;
 	/* which flags came from the command line or environment */
 	bool set_listen_client_urls, set_advertise_client_urls;

@@ -152,13 +152,11 @@ typedef struct app {
 	url_list listen;
 	int max_txn_ops;
 	int listen_failed;
+	bool initial_corrupt_check, checking;
 } app;
 
-static void on_ready(void *ud)
+static void serve_clients(app *a)
 {
-	app *a = ud;
-	if (a->api)
-		return;
 	ms_err err = {0};
 	if (api_new(a->base, a->srv, &a->api, &err)) {
 		MS_ERROR("etcdmain", "cannot start the client API: %s", err.msg);
@@ -175,6 +173,34 @@ static void on_ready(void *ud)
 			return;
 		}
 	}
+}
+
+/* --experimental-initial-corrupt-check answered: serve, or stop as etcd does
+ * ("etcdmain: <id> found data inconsistency with peers", exit status 1). */
+static void on_checked(void *ud, int code, const char *msg)
+{
+	app *a = ud;
+	if (code) {
+		MS_ERROR("etcdmain", "%s", msg ? msg : ms_strerror(code));
+		a->listen_failed = 1;
+		event_base_loopbreak(a->base);
+		return;
+	}
+	serve_clients(a);
+}
+
+static void on_ready(void *ud)
+{
+	app *a = ud;
+	if (a->api || a->checking)
+		return;
+	if (a->initial_corrupt_check) {
+		a->checking = true;
+		if (ms_server_initial_corrupt_check(a->srv, on_checked, a))
+			on_checked(a, MS_ENOMEM, "cannot start the initial corruption check");
+		return;
+	}
+	serve_clients(a);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -331,10 +357,12 @@ int main(int argc, char **argv)
 	    .snapshot_count = f.snapshot_count,
 	    .strict_reconfig_check = f.strict_reconfig_check,
 	    .watch_progress_notify_ns = f.watch_progress_notify_ns,
+	    .corrupt_check_ns = f.corrupt_check_ns,
 	    .on_ready = on_ready,
 	    .ready_ud = &a,
 	};
 	a.max_txn_ops = (int)f.max_txn_ops;
+	a.initial_corrupt_check = f.initial_corrupt_check;
 	a.base = event_base_new();
 	if (!a.base) {
 		fprintf(stderr, "etcdmain: cannot create the event loop\n");

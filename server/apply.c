@@ -144,6 +144,8 @@ static int apply_one(ms_server *s, engine_apply *a, const Msinternal__InternalRe
 {
 	int rc = 0;
 	*resp = NULL;
+	if (ms_alarm_refuses(s, (int)req->request_case))
+		return ms_err_set(err, MS_ECORRUPT_CLUSTER, "etcdserver: corrupt cluster");
 	switch (req->request_case) {
 	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_PUT: {
 		Etcdserverpb__PutResponse *r = NULL;
@@ -182,6 +184,9 @@ static int apply_one(ms_server *s, engine_apply *a, const Msinternal__InternalRe
 			ms_lease_srv_applied_revoke(s, req->lease_revoke->id);
 		if (rc == 0)
 			*resp = new_lease_revoke_resp(engine_apply_rev(a));
+		break;
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_ALARM:
+		rc = ms_alarm_apply(s, a, req->alarm, req->proposer == s->id ? resp : NULL, err);
 		break;
 	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_PUBLISH:
 		if (ms_members_apply_publish(s, req->publish)) {

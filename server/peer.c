@@ -1,8 +1,9 @@
 /* peer.c — requests one member asks another outside the log, over the peer
  * transport: a follower forwards lease keep-alives to the leader (as etcd's
- * LeaseRenew does over HTTP). Calls wait in a small list on the loop and
- * time out with the sweep. The same PeerResponse carries a leader's refusal
- * of a forwarded proposal back to the follower's waiting call. */
+ * LeaseRenew does over HTTP), and the corruption check asks for HashKV.
+ * Calls wait in a small list on the loop and time out with the sweep. The
+ * same PeerResponse carries a leader's refusal of a forwarded proposal back
+ * to the follower's waiting call. */
 #include <string.h>
 
 #include "common/pbcheck.h"
@@ -19,6 +20,8 @@ typedef struct peer_call {
 int ms_server_peer_call(ms_server *s, uint64_t to, Msinternal__PeerRequest *req, int64_t deadline, ms_peer_done_fn done,
                         void *arg)
 {
+	if (!s->node)
+		return MS_ESTOPPED; /* shutting down: a read finishing late may still ask */
 	req->id = ++s->next_req_id;
 	size_t len = msinternal__peer_request__get_packed_size(req);
 	uint8_t *buf = ms_malloc(len ? len : 1);
@@ -55,8 +58,10 @@ void ms_server_peer_sweep(ms_server *s, int64_t now)
 	}
 }
 
-static void answer(ms_server *s, uint64_t to, uint64_t id, int code, const ProtobufCMessage *resp)
+void ms_server_peer_answer(ms_server *s, uint64_t to, uint64_t id, int code, const ProtobufCMessage *resp)
 {
+	if (!s->node)
+		return; /* shutting down */
 	Msinternal__PeerResponse pr = MSINTERNAL__PEER_RESPONSE__INIT;
 	pr.id = id;
 	pr.code = code;
@@ -79,11 +84,6 @@ static void answer(ms_server *s, uint64_t to, uint64_t id, int code, const Proto
 	ms_free(rb);
 }
 
-void ms_server_peer_answer(ms_server *s, uint64_t to, uint64_t id, int code)
-{
-	answer(s, to, id, code, NULL);
-}
-
 static void on_request(ms_server *s, uint64_t from, const uint8_t *data, size_t len)
 {
 	ProtobufCMessage *m;
@@ -100,11 +100,14 @@ static void on_request(ms_server *s, uint64_t from, const uint8_t *data, size_t 
 		Etcdserverpb__LeaseKeepAliveResponse r = ETCDSERVERPB__LEASE_KEEP_ALIVE_RESPONSE__INIT;
 		r.id = req->keep_alive->id;
 		r.ttl = ttl;
-		answer(s, from, req->id, code, code ? NULL : &r.base);
+		ms_server_peer_answer(s, from, req->id, code, code ? NULL : &r.base);
 		break;
 	}
+	case MSINTERNAL__PEER_REQUEST__REQUEST_HASH_KV:
+		ms_corrupt_on_peer_hash(s, from, req->id, req->hash_kv->revision);
+		break;
 	default:
-		answer(s, from, req->id, MS_EUNSUPPORTED, NULL);
+		ms_server_peer_answer(s, from, req->id, MS_EUNSUPPORTED, NULL);
 		break;
 	}
 	protobuf_c_message_free_unpacked(&req->base, &ms_pb_allocator);

@@ -451,7 +451,7 @@ static int check_forward(void *ud, uint64_t from, bool conf_change, const uint8_
 		else if (apply_lagging(s))
 			rc = MS_ETOO_MANY_REQS;
 		if (rc && mc && mc->proposer == from)
-			ms_server_peer_answer(s, from, mc->id, rc);
+			ms_server_peer_answer(s, from, mc->id, rc, NULL);
 		if (mc)
 			protobuf_c_message_free_unpacked(&mc->base, &ms_pb_allocator);
 		if (rc)
@@ -475,7 +475,7 @@ static int check_forward(void *ud, uint64_t from, bool conf_change, const uint8_
 			MS_WARN("etcdserver", "refused a proposal forwarded by %llx: %s", (unsigned long long)from,
 			        err.msg);
 		if (req && req->proposer == from)
-			ms_server_peer_answer(s, from, req->id, rc);
+			ms_server_peer_answer(s, from, req->id, rc, NULL);
 	}
 	if (req)
 		protobuf_c_message_free_unpacked(&req->base, &ms_pb_allocator);
@@ -523,6 +523,8 @@ static int install_snapshot(void *ud, const char *dir, uint64_t *applied)
 		rc = ms_members_after_install(s, &err);
 	if (rc == 0)
 		rc = ms_lease_srv_reload(s, &err);
+	if (rc == 0)
+		rc = ms_corrupt_reload(s, &err);
 	if (rc) {
 		MS_ERROR("etcdserver", "cannot install the snapshot: %s", err.msg);
 		return rc;
@@ -608,7 +610,7 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 		ms_err_set(err, rc, "cannot create queues");
 		goto fail;
 	}
-	if ((rc = ms_lease_srv_init(s, err)) || (rc = ms_watch_srv_init(s, err)))
+	if ((rc = ms_lease_srv_init(s, err)) || (rc = ms_watch_srv_init(s, err)) || (rc = ms_corrupt_init(s, err)))
 		goto fail;
 
 	if (new_member && !cfg->initial_cluster_new) {
@@ -735,7 +737,8 @@ int ms_server_start(ms_server *s, ms_err *err)
 			pthread_setname_np(s->readers[i], "ms-reader");
 		}
 	int lwrc;
-	if ((lwrc = ms_lease_srv_start(s, err)) || (lwrc = ms_watch_srv_start(s, err)))
+	if ((lwrc = ms_lease_srv_start(s, err)) || (lwrc = ms_watch_srv_start(s, err)) ||
+	    (lwrc = ms_corrupt_start(s, err)))
 		return lwrc;
 	return raft_node_start(s->node, err);
 }
@@ -800,6 +803,7 @@ void ms_server_free(ms_server *s)
 	ms_queue_del(s->read_done_q);
 	ms_watch_srv_free(s); /* the apply thread is stopped: nothing feeds them now */
 	ms_lease_srv_free(s);
+	ms_corrupt_free(s);
 	engine_close(s->eng);
 	if (s->members)
 		protobuf_c_message_free_unpacked(&s->members->base, &ms_pb_allocator);

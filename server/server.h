@@ -52,6 +52,9 @@ typedef struct ms_server_config {
 	int reader_threads;               /* 0 = 2 */
 	bool strict_reconfig_check;       /* --strict-reconfig-check */
 	int64_t watch_progress_notify_ns; /* --experimental-watch-progress-notify-interval; 0 = 10 min */
+	/* --experimental-corrupt-check-time: the leader compares HashKV with
+	 * its followers this often (0 = never); see server/corrupt.c */
+	int64_t corrupt_check_ns;
 	/* loop: this member has published itself through raft and may serve
 	 * clients (etcd's ReadyNotify). */
 	void (*on_ready)(void *ud);
@@ -135,6 +138,24 @@ int ms_server_member_update(ms_server *s, uint64_t id, char **urls, size_t nurls
                             void *arg);
 /* A linearizable barrier (ReadIndex + wait for apply): for /health. */
 int ms_server_read_barrier(ms_server *s, int64_t deadline, ms_done_fn done, void *arg);
+
+/* ---- alarms and the corruption check (server/corrupt.c; loop thread) ----
+ * --experimental-initial-corrupt-check: compares this member's HashKV at its
+ * current revision with every peer's at the same revision (asked over the
+ * peer transport). done(ud, 0, NULL) when no peer disagrees (peers that do
+ * not answer, are behind, or compacted differently are skipped with a
+ * warning, as etcd does); done(ud, MS_ECORRUPT, "<id> found data
+ * inconsistency with peers") on a mismatch: the caller must not serve. */
+typedef void (*ms_check_done_fn)(void *ud, int code, const char *msg);
+int ms_server_initial_corrupt_check(ms_server *s, ms_check_done_fn done, void *ud);
+/* Alarm GET: the raised alarms of type t (NONE = all) as an AlarmResponse
+ * (no header, as etcd); *out is the caller's. */
+int ms_server_alarm_list(ms_server *s, Etcdserverpb__AlarmType t, Etcdserverpb__AlarmResponse **out);
+/* Alarm ACTIVATE through raft (applied on every member, kept in the store);
+ * done gets an AlarmResponse listing the alarm if it was newly raised. Only
+ * CORRUPT is enforced so far; other types and DEACTIVATE: MS_EUNSUPPORTED. */
+int ms_server_alarm_activate(ms_server *s, uint64_t member, Etcdserverpb__AlarmType t, int64_t deadline,
+                             ms_done_fn done, void *arg);
 
 /* ---- leases (server/lease_srv.c; loop thread) ----
  * Grant: id 0 = the server picks one; TTL checked (MS_ELEASE_TTL_LARGE) and

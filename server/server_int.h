@@ -111,6 +111,7 @@ struct ms_server {
 
 	struct ms_lease_srv *lease; /* lease_srv.c */
 	struct ms_watch_srv *watch; /* watch_srv.c */
+	struct ms_corrupt *corrupt; /* corrupt.c: alarms, corruption check */
 };
 
 /* lease_srv.c: the lease manager's wiring. init in ms_server_new (after the
@@ -143,9 +144,6 @@ int ms_request_decode(const uint8_t *data, size_t len, Msinternal__InternalReque
  * nothing but req and max_txn_ops, so every member decides the same. 0 or
  * the MS_E* code the proposer gets. */
 int ms_request_check(const Msinternal__InternalRequest *req, int max_txn_ops, ms_err *err);
-/* peer.c: tells member `to` that its request or proposal id failed with
- * code (a PeerResponse; the member fails the waiting call). */
-void ms_server_peer_answer(ms_server *s, uint64_t to, uint64_t id, int code);
 /* apply.c: the raft apply callback (apply thread). */
 int ms_server_apply(void *ud, const raft_node_entry *ents, size_t n);
 /* apply.c: completes results posted by the apply thread (loop). */
@@ -192,5 +190,28 @@ int ms_members_on_join(void *ud, const uint8_t *req, size_t len, uint8_t **resp,
 bool ms_members_has(ms_server *s, uint64_t id);
 /* Applies a publish (apply thread): sets name + client URLs; returns true if changed. */
 bool ms_members_apply_publish(ms_server *s, const Msinternal__PublishRequest *p);
+
+/* corrupt.c: alarms and the corruption check. init in ms_server_new after
+ * the engine opens (loads the raised alarms), start in ms_server_start (the
+ * periodic check's timer), free after the threads stopped and every pending
+ * read and peer call was failed; reload on the apply thread after a
+ * snapshot replaced the store. */
+int ms_corrupt_init(ms_server *s, ms_err *err);
+int ms_corrupt_start(ms_server *s, ms_err *err);
+void ms_corrupt_free(ms_server *s);
+int ms_corrupt_reload(ms_server *s, ms_err *err);
+/* apply thread: true when a raised alarm makes this request fail
+ * (MS_ECORRUPT_CLUSTER while CORRUPT is raised, as etcd's corrupt applier). */
+bool ms_alarm_refuses(ms_server *s, int request_case);
+/* apply thread: an AlarmRequest from the log; *resp (when resp is not NULL)
+ * gets the AlarmResponse for the proposer. */
+int ms_alarm_apply(ms_server *s, engine_apply *a, const Etcdserverpb__AlarmRequest *r, ProtobufCMessage **resp,
+                   ms_err *err);
+/* loop: a peer asked for our HashKV at rev (PeerRequest.hash_kv). */
+void ms_corrupt_on_peer_hash(ms_server *s, uint64_t from, uint64_t id, int64_t rev);
+/* peer.c: answers member `to`'s request or proposal id with code and resp
+ * (may be NULL): a PeerResponse; on an error code the member fails the
+ * waiting call. */
+void ms_server_peer_answer(ms_server *s, uint64_t to, uint64_t id, int code, const ProtobufCMessage *resp);
 
 #endif

@@ -1,0 +1,99 @@
+#!/bin/sh
+# run.sh — etcd 3.4's own e2e suite (golang-etcd-server-dev, tests/e2e) with
+# bin/metastore as the `etcd` binary and the real etcdctl 3.4; REF=1 runs the
+# same tests with the real etcd 3.4 binary, to know what passes here at all.
+#
+# Each test runs alone, in its own network namespace (`unshare -n`, loopback
+# only) because the suite uses fixed ports (20000 and up): a run cannot collide
+# with other tests on the machine, and JOBS>1 may run tests side by side.
+# Each test gets E2E_TIMEOUT seconds (default 240) so one hang costs one test.
+#
+# Environment: REF=1, METASTORE=<binary> (default bin/metastore), ONLY=<regexp>, JOBS=<n> (default 1),
+# E2E_TIMEOUT=<s>, BUILD=<dir> (default build). Results: $BUILD/e2e/results.txt
+# (or results-ref.txt), one "PASS|FAIL|TIMEOUT name seconds" line per test and
+# a total; each test's output in $BUILD/e2e/logs[-ref]/<name>.log.
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BUILD=${BUILD:-build}
+case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+E2E_SRC=/usr/share/gocode/src/go.etcd.io/etcd
+OUT=$BUILD/e2e
+TEST_BIN=$OUT/e2e.test
+TIMEOUT=${E2E_TIMEOUT:-240}
+JOBS=${JOBS:-1}
+SKIP=$ROOT/tools/e2e/skip.txt
+
+if [ ! -d "$E2E_SRC/tests/e2e" ]; then
+	echo "e2e-etcd: $E2E_SRC/tests/e2e is missing (golang-etcd-server-dev; run make deps)" >&2
+	exit 1
+fi
+for t in unshare ip timeout go; do
+	command -v $t >/dev/null 2>&1 || { echo "e2e-etcd: $t is not installed" >&2; exit 1; }
+done
+if [ "${REF:-}" = 1 ]; then
+	ETCD=$(command -v etcd) || { echo "e2e-etcd: no etcd binary on PATH" >&2; exit 1; }
+	SUFFIX=-ref
+else
+	ETCD=${METASTORE:-$ROOT/bin/metastore}
+	SUFFIX=
+fi
+[ -x "$ETCD" ] || { echo "e2e-etcd: $ETCD is not built" >&2; exit 1; }
+CTL=$(command -v etcdctl) || { echo "e2e-etcd: no etcdctl on PATH" >&2; exit 1; }
+BINDIR=$OUT/bin$SUFFIX
+LOGS=$OUT/logs$SUFFIX
+RESULTS=$OUT/results$SUFFIX.txt
+mkdir -p "$BINDIR" "$LOGS"
+ln -sf "$ETCD" "$BINDIR/etcd"
+ln -sf "$CTL" "$BINDIR/etcdctl"
+
+# One test (`run.sh --one NAME`, the environment set up below): its own netns
+# with loopback up; cwd is the suite's directory (it reads
+# ../../integration/fixtures and ../../etcd.conf.yml.sample from there).
+if [ "${1:-}" = --one ]; then
+	name=$2
+	start=$(date +%s)
+	timeout -k 10 "$TIMEOUT" unshare -n sh -c 'ip link set lo up && cd "$0" && exec "$1" -test.run "^$2\$" -test.v \
+		-test.timeout "$3s" -bin-dir "$4" -cert-dir "$5"' \
+		"$E2E_SRC/tests/e2e" "$TEST_BIN" "$name" "$((TIMEOUT - 5))" "$BINDIR" "$E2E_SRC/integration/fixtures" \
+		>"$LOGS/$name.log" 2>&1
+	rc=$?
+	secs=$(($(date +%s) - start))
+	if [ $rc -eq 0 ] && grep -q "^--- PASS: $name " "$LOGS/$name.log"; then
+		st=PASS
+	elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+		st=TIMEOUT
+	else
+		st=FAIL
+	fi
+	printf '%s %s %ss\n' "$st" "$name" "$secs"
+	exit 0
+fi
+
+mkdir -p "$OUT/gopath"
+
+# Build the suite in GOPATH mode (Debian's Go packages under /usr/share/gocode)
+# once; rebuilt when the suite's sources change.
+if [ ! -x "$TEST_BIN" ] || [ -n "$(find "$E2E_SRC/tests/e2e" -newer "$TEST_BIN" -name '*.go' | head -1)" ]; then
+	echo "e2e-etcd: building etcd's e2e tests (several minutes the first time)"
+	(cd "$E2E_SRC/tests/e2e" && GO111MODULE=off GOPATH="$OUT/gopath:/usr/share/gocode" \
+		go test -c -o "$TEST_BIN.tmp" .) || { echo "e2e-etcd: go test -c failed" >&2; exit 1; }
+	mv "$TEST_BIN.tmp" "$TEST_BIN"
+fi
+
+# The test list, minus the skipped patterns.
+SKIP_RE=$(grep -v '^#' "$SKIP" | sed -n 's/ # .*//p' | paste -sd'|' -)
+"$TEST_BIN" -test.list '.*' | grep '^Test' | grep -Ev "^($SKIP_RE)\$" >"$OUT/list$SUFFIX.txt"
+if [ -n "${ONLY:-}" ]; then
+	grep -E "${ONLY}" "$OUT/list$SUFFIX.txt" >"$OUT/list$SUFFIX.only" || true
+	mv "$OUT/list$SUFFIX.only" "$OUT/list$SUFFIX.txt"
+fi
+TOTAL=$(wc -l <"$OUT/list$SUFFIX.txt")
+echo "e2e-etcd: $TOTAL tests with etcd=$ETCD (timeout ${TIMEOUT}s each, $JOBS at a time)"
+
+: >"$RESULTS.tmp"
+xargs -P "$JOBS" -n 1 "$0" --one <"$OUT/list$SUFFIX.txt" | tee -a "$RESULTS.tmp"
+PASSED=$(grep -c '^PASS ' "$RESULTS.tmp")
+sort -k2 "$RESULTS.tmp" >"$RESULTS"
+rm -f "$RESULTS.tmp"
+echo "total: $PASSED of $TOTAL passed (etcd=$ETCD)" | tee -a "$RESULTS"
+echo "e2e-etcd: results in $RESULTS, logs in $LOGS"
