@@ -608,6 +608,7 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 	    .cluster_id = s->cluster_id,
 	    .listen_urls = cfg->listen_peer_urls,
 	    .nlisten_urls = cfg->nlisten_peer_urls,
+	    .peer_tls = cfg->peer_tls,
 	    .peers = peers,
 	    .npeers = npeers,
 	    .snap_dir = snap_dir,
