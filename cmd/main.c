@@ -205,6 +205,14 @@ static int tls_side(const char *prefix, const char *cert, const char *key, const
 	}
 	if (!given)
 		return 0;
+	bool any_https = false;
+	for (size_t i = 0; i < listen->n; i++)
+		any_https |= !strncmp(listen->v[i], "https://", 8);
+	if (!*prefix && !any_https) {
+		/* etcd builds the client TLS config only for https listeners */
+		MS_WARN("embed", "no https client URL: ignoring key and cert files");
+		return 0;
+	}
 	for (size_t i = 0; i < listen->n; i++)
 		if (!strncmp(listen->v[i], "http://", 7)) {
 			MS_WARN("embed",

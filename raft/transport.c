@@ -745,6 +745,8 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	tr_conn *c = arg;
+	if (what & BEV_EVENT_CONNECTED) /* TLS: the handshake of an accepted connection is done */
+		return;
 	if (what & BEV_EVENT_TIMEOUT)
 		MS_WARN(LOG_PKG, "closing a peer connection that sent no HELLO in %d s", HELLO_TIMEOUT_S);
 	conn_close(c);

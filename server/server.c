@@ -54,6 +54,8 @@ static int check_data_dir(const char *dir, bool *fresh, ms_err *err)
 			ours = true;
 			continue;
 		}
+		if (!strcmp(de->d_name, "fixtures")) /* --auto-tls certificates, made first (as etcd) */
+			continue;
 		for (size_t i = 0; i < MS_ARRAY_LEN(foreign_entries); i++)
 			if (!strcmp(de->d_name, foreign_entries[i])) {
 				rc = ms_err_set(
