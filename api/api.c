@@ -199,10 +199,19 @@ void api_set_max_txn_ops(api *a, int n)
 int api_listen(api *a, const char *url, ms_err *err)
 {
 	const char *p;
-	if (!strncmp(url, "http://", 7))
+	bool secure = false;
+	if (!strncmp(url, "http://", 7)) {
 		p = url + 7;
-	else if (!strncmp(url, "https://", 8) || !strncmp(url, "unix://", 7) || !strncmp(url, "unixs://", 8))
-		return ms_err_set(err, MS_EUNSUPPORTED, "listen URL %s: only http:// client URLs are supported", url);
+	} else if (!strncmp(url, "https://", 8)) {
+		p = url + 8;
+		secure = true;
+		if (!a->tls)
+			return ms_err_set(err, MS_EINVAL,
+			                  "TLS key/cert (--cert-file, --key-file) must be provided for client url %s "
+			                  "with HTTPS scheme",
+			                  url);
+	} else if (!strncmp(url, "unix://", 7) || !strncmp(url, "unixs://", 8))
+		return ms_err_set(err, MS_EUNSUPPORTED, "listen URL %s: unix sockets are not supported", url);
 	else
 		return ms_err_set(err, MS_EINVAL, "listen URL %s: URL scheme must be http, https, unix or unixs", url);
 	const char *colon = strrchr(p, ':');
@@ -223,12 +232,21 @@ int api_listen(api *a, const char *url, ms_err *err)
 	if ((*end && *end != '/') || port < 0 || port > 65535)
 		return ms_err_set(err, MS_EINVAL, "listen URL %s: invalid port", url);
 	int bound;
-	int rc = grpc_server_listen(a->grpc, host, (int)port, &bound, err);
+	int rc = grpc_server_listen_tls(a->grpc, host, (int)port, secure ? a->tls : NULL, &bound, err);
 	if (rc)
 		return rc;
 	MS_INFO("embed", "ready to serve client requests");
-	MS_NOTICE("embed", "serving insecure client requests on %s:%d, this is strongly discouraged!", host, bound);
+	if (secure)
+		MS_INFO("embed", "serving client requests on %s:%d", host, bound);
+	else
+		MS_NOTICE("embed", "serving insecure client requests on %s:%d, this is strongly discouraged!", host,
+		          bound);
 	return 0;
+}
+
+void api_set_tls(api *a, struct ms_tls *tls)
+{
+	a->tls = tls;
 }
 
 void api_free(api *a)

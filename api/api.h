@@ -18,7 +18,13 @@ typedef struct api api;
 int api_new(struct event_base *base, ms_server *srv, api **out, ms_err *err);
 /* --max-txn-ops (default 128). */
 void api_set_max_txn_ops(api *a, int n);
-/* Listens on a client URL (http://host:port; https/unix refused for now). */
+/* The client TLS configuration for https:// URLs (borrowed: it must outlive
+ * a; NULL = none, and https:// URLs are refused). */
+struct ms_tls;
+void api_set_tls(api *a, struct ms_tls *tls);
+/* Listens on a client URL (http:// or https://host:port; unix refused for
+ * now). The same host:port twice (etcd serves http and https on one port)
+ * is refused: the second bind fails. */
 int api_listen(api *a, const char *url, ms_err *err);
 void api_free(api *a);
 

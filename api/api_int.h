@@ -26,6 +26,7 @@ struct api {
 	api_slot *slots;
 	size_t nmethods;
 	int max_txn_ops;
+	struct ms_tls *tls; /* client TLS for https:// listeners, borrowed */
 };
 
 /* Ends a call with etcd's status for an MS_E* code. */

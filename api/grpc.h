@@ -121,6 +121,8 @@ int grpc_conn_new(const grpc_server_opts *opts, const grpc_method *methods, size
 int grpc_conn_recv(grpc_conn *c, const uint8_t *data, size_t len);
 /* Pushes queued output through the send callback. */
 int grpc_conn_flush(grpc_conn *c);
+/* Records the verified client certificate's CN (copied) for grpc_call_peer_cn. */
+int grpc_conn_set_peer_cn(grpc_conn *c, const char *cn);
 /* True once both sides are done and the connection should be closed. */
 bool grpc_conn_want_close(grpc_conn *c);
 /* Closes all calls (on_close fires) and frees. */
@@ -131,6 +133,11 @@ int grpc_server_new(struct event_base *base, const grpc_server_opts *opts, const
                     grpc_server **out, ms_err *err);
 /* Listens on host:port (port 0 = any; the bound port is returned). */
 int grpc_server_listen(grpc_server *s, const char *host, int port, int *bound_port, ms_err *err);
+/* The same with TLS on every accepted connection (tls borrowed: it must
+ * outlive the server; NULL = plain). */
+struct ms_tls;
+int grpc_server_listen_tls(grpc_server *s, const char *host, int port, struct ms_tls *tls, int *bound_port,
+                           ms_err *err);
 void grpc_server_free(grpc_server *s);
 
 /* ---- calls ---- */
@@ -143,6 +150,10 @@ const char *grpc_call_path(const grpc_call *call);
 /* Request metadata by lower-case name ("authorization", "token",
  * "hasleader"); NULL when absent. */
 const char *grpc_call_metadata(const grpc_call *call, const char *name);
+/* The CN of the client certificate verified in the TLS handshake of the
+ * call's connection (--client-cert-auth); NULL on plain connections, without
+ * a certificate, or once the connection is gone. Auth uses it as the user. */
+const char *grpc_call_peer_cn(const grpc_call *call);
 /* Absolute monotonic deadline (ns, ms_now_mono_ns clock) from grpc-timeout; 0 = none. */
 int64_t grpc_call_deadline(const grpc_call *call);
 /* Queues one message (copied). Sends response headers first if needed. */

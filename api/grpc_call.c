@@ -193,6 +193,10 @@ const char *grpc_call_path(const grpc_call *call)
 {
 	return call->path ? call->path : "";
 }
+const char *grpc_call_peer_cn(const grpc_call *call)
+{
+	return call->conn ? call->conn->peer_cn : NULL;
+}
 int64_t grpc_call_deadline(const grpc_call *call)
 {
 	return call->deadline;

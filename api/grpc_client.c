@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 
 #include "api/grpc.h"
+#include "common/tls.h"
 
 #define CL_DEFAULT_MAX_RECV ((size_t)64 << 20)
 #define CL_DEFAULT_WINDOW (1u << 20)
@@ -491,7 +492,9 @@ int grpc_client_new(struct event_base *base, const char *host, int port, const g
 	}
 
 	c->flush_ev = event_new(base, -1, 0, cl_flush_cb, c);
-	c->bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	/* the TLS seam: the server is verified as host (see common/tls.h) */
+	c->bev = c->opts.tls ? ms_tls_bev_connect(c->opts.tls, base, host, true, BEV_OPT_CLOSE_ON_FREE)
+	                     : bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (!c->flush_ev || !c->bev) {
 		ms_err_set(err, rc, "grpc client: out of memory");
 		goto fail_events;
@@ -590,12 +593,8 @@ int grpc_client_call_start(grpc_client *c, const char *path, int64_t timeout_ns,
 
 	char tmo[32];
 	nghttp2_nv nva[7 + 32] = {
-	    NV(":method", "POST"),
-	    NV(":scheme", "http"),
-	    NV(":path", path),
-	    NV(":authority", c->authority),
-	    NV("content-type", "application/grpc"),
-	    NV("te", "trailers"),
+	    NV(":method", "POST"),          NV(":scheme", c->opts.tls ? "https" : "http"), NV(":path", path),
+	    NV(":authority", c->authority), NV("content-type", "application/grpc"),        NV("te", "trailers"),
 	};
 	size_t n = 6;
 	if (timeout_ns > 0) {

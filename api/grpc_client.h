@@ -16,7 +16,8 @@
  * freed right after it returns: the handle must not be used afterwards.
  * Callbacks may start new calls; they must not free the client.
  *
- * Not done: TLS (the bufferevent is the seam, as on the server), client-side
+ * TLS: opts.tls (ALPN h2; the server's certificate is verified against the
+ * host given, unless the ms_tls skips verification). Not done: client-side
  * deadline enforcement (grpc-timeout is sent; the server enforces it),
  * compression (a compressed response fails the call with INTERNAL). */
 #ifndef MS_API_GRPC_CLIENT_H
@@ -30,6 +31,7 @@
 
 struct event_base;
 struct ProtobufCMessage;
+struct ms_tls;
 
 typedef struct grpc_client grpc_client;
 typedef struct grpc_client_call grpc_client_call;
@@ -45,6 +47,7 @@ typedef struct grpc_client_opts {
 	size_t max_recv_msg;     /* largest response message; default 64 MiB */
 	uint32_t initial_window; /* per-stream receive window; default 1 MiB */
 	uint32_t conn_window;    /* connection receive window; default 16 MiB */
+	struct ms_tls *tls;      /* non-NULL: TLS (common/tls.h; borrowed, outlives the client) */
 } grpc_client_opts;
 
 /* Starts connecting to host:port (numeric or resolvable; resolved

@@ -373,5 +373,16 @@ void grpc_conn_free(grpc_conn *c)
 		grpc_call_on_stream_close(call);
 	}
 	nghttp2_session_del(c->session);
+	ms_free(c->peer_cn);
 	ms_free(c);
+}
+
+int grpc_conn_set_peer_cn(grpc_conn *c, const char *cn)
+{
+	char *d = ms_strdup(cn);
+	if (!d)
+		return MS_ENOMEM;
+	ms_free(c->peer_cn);
+	c->peer_cn = d;
+	return 0;
 }

@@ -102,6 +102,7 @@ struct grpc_conn {
 	int drains_due;
 	int64_t new_deadline; /* earliest deadline of calls created since the last pop */
 	size_t partial_bytes; /* bytes held in incomplete request messages */
+	char *peer_cn;        /* TLS client certificate CN, or NULL */
 };
 
 /* The send callback (grpc_conn_send_fn) may also return MS_EAGAIN: "taken,

@@ -4,6 +4,8 @@
  * back-pressure, and runs call deadlines on a per-connection timer. */
 #include "api/grpc_int.h"
 
+#include "common/tls.h"
+
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -21,6 +23,9 @@
 #define SRV_OUT_LOW ((size_t)256 << 10)
 #define SRV_MAX_LISTENERS 8
 #define SRV_MAX_IO ((size_t)256 << 10)
+/* A TLS client must finish its handshake by then (bounds what a silent
+ * client holds; grpc-go gives 120 s, a loaded 2-CPU box needs far less). */
+#define SRV_HANDSHAKE_MS 10000
 
 static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"; /* 24 bytes */
 
@@ -46,6 +51,7 @@ struct grpc_server {
 	const grpc_method *methods;
 	size_t nmethods;
 	struct evconnlistener *lis[SRV_MAX_LISTENERS];
+	ms_tls *lis_tls[SRV_MAX_LISTENERS]; /* per listener: NULL = plain, borrowed */
 	size_t nlis;
 	srv_conn *conns;
 };
@@ -172,6 +178,9 @@ static int sc_sniff(srv_conn *sc, struct evbuffer *in)
 	rc = grpc_conn_new(&sc->s->opts, sc->s->methods, sc->s->nmethods, sc_send, sc, &sc->h2);
 	if (rc)
 		return rc;
+	char cn[256]; /* TLS: the handshake is done once bytes arrive */
+	if (ms_tls_peer_cn(sc->bev, cn, sizeof cn) == 0 && (rc = grpc_conn_set_peer_cn(sc->h2, cn)))
+		return rc;
 	grpc_conn_set_flush_hook(sc->h2, sc_flush_hook, sc);
 	sc->mode = SC_H2;
 	return 0;
@@ -236,12 +245,15 @@ static void sc_event_cb(struct bufferevent *bev, short what, void *arg)
 		sc_free(arg);
 }
 
-/* The transport seam: a plain socket today. TLS: create the SSL from the
- * server's SSL_CTX (ALPN "h2" and "http/1.1") and return
- * bufferevent_openssl_socket_new(base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
- * BEV_OPT_CLOSE_ON_FREE) instead; the rest of this file is unchanged. */
-static struct bufferevent *srv_bev_new(grpc_server *s, evutil_socket_t fd)
+/* The transport seam: a plain socket, or for a TLS listener an OpenSSL
+ * bufferevent (ALPN h2 / http/1.1, the handshake deadline inside; a failed
+ * handshake is an ordinary BEV_EVENT_ERROR). The rest of this file sees
+ * decrypted bytes only. */
+static struct bufferevent *srv_bev_new(grpc_server *s, struct evconnlistener *l, evutil_socket_t fd)
 {
+	for (size_t i = 0; i < s->nlis; i++)
+		if (s->lis[i] == l && s->lis_tls[i])
+			return ms_tls_bev_accept(s->lis_tls[i], s->base, fd, BEV_OPT_CLOSE_ON_FREE, SRV_HANDSHAKE_MS);
 	return bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
 }
 
@@ -256,7 +268,7 @@ static void srv_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct s
 		return;
 	}
 	sc->s = s;
-	sc->bev = srv_bev_new(s, fd);
+	sc->bev = srv_bev_new(s, l, fd);
 	if (!sc->bev) {
 		evutil_closesocket(fd);
 		ms_free(sc);
@@ -305,6 +317,11 @@ int grpc_server_new(struct event_base *base, const grpc_server_opts *opts, const
 
 int grpc_server_listen(grpc_server *s, const char *host, int port, int *bound_port, ms_err *err)
 {
+	return grpc_server_listen_tls(s, host, port, NULL, bound_port, err);
+}
+
+int grpc_server_listen_tls(grpc_server *s, const char *host, int port, ms_tls *tls, int *bound_port, ms_err *err)
+{
 	if (s->nlis == SRV_MAX_LISTENERS)
 		return ms_err_set(err, MS_EINVAL, "grpc server: too many listeners");
 	char ps[16];
@@ -331,6 +348,7 @@ int grpc_server_listen(grpc_server *s, const char *host, int port, int *bound_po
 		*bound_port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
 		                                       : ntohs(((struct sockaddr_in *)&ss)->sin_port);
 	}
+	s->lis_tls[s->nlis] = tls;
 	s->lis[s->nlis++] = l;
 	return 0;
 }

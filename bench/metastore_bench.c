@@ -24,6 +24,7 @@
 #include "api/grpc.h"
 #include "api/grpc_client.h"
 #include "common/ms.h"
+#include "common/tls.h"
 #include "kv.pb-c.h"
 #include "rpc.pb-c.h"
 
@@ -55,6 +56,9 @@ typedef struct bopts {
 	double timeout_s;
 	uint64_t seed;
 	bool quiet;
+	/* TLS (etcdctl's names): any of these or an https:// endpoint turns it on */
+	const char *cacert, *cert, *key;
+	bool tls, insecure_skip_verify;
 } bopts;
 
 typedef struct bench bench;
@@ -88,6 +92,7 @@ struct bench {
 	struct event_base *base;
 	grpc_client **cls;
 	int ncls;
+	ms_tls *tls; /* NULL: plaintext */
 	slot *slots;
 	long issued, completed;
 	lat_set lat;
@@ -752,6 +757,10 @@ static void usage(FILE *f)
 	           "  --json FILE          also write the results as JSON\n"
 	           "  --seed N             random seed for keys (default from the clock)\n"
 	           "  --quiet              no progress bar\n"
+	           "  --cacert FILE        TLS: verify the server with this CA (https:// endpoints or any TLS flag)\n"
+	           "  --cert FILE          TLS: client certificate\n"
+	           "  --key FILE           TLS: client key\n"
+	           "  --insecure-skip-tls-verify  TLS: do not verify the server's certificate\n"
 	           "range:  --consistency l|s   linearizable (default) or serializable\n"
 	           "txn:    --txn-ops N         puts per txn (default 1, at most 64)\n"
 	           "        --txn-mode put|cas  plain put txn, or each put guarded by a compare on the key\n"
@@ -771,10 +780,13 @@ static int parse_endpoints(bopts *o, const char *list)
 			fprintf(stderr, "metastore-bench: at most %d endpoints\n", MAX_ENDPOINTS);
 			return -1;
 		}
-		if (!strncmp(t, "http://", 7))
+		if (!strncmp(t, "http://", 7)) {
 			t += 7;
-		else if (strstr(t, "://")) {
-			fprintf(stderr, "metastore-bench: endpoint %s: only http:// is supported\n", t);
+		} else if (!strncmp(t, "https://", 8)) {
+			t += 8;
+			o->tls = true;
+		} else if (strstr(t, "://")) {
+			fprintf(stderr, "metastore-bench: endpoint %s: only http:// and https:// are supported\n", t);
 			return -1;
 		}
 		char *colon = strrchr(t, ':');
@@ -875,6 +887,10 @@ static int parse_flags(bopts *o, int argc, char **argv)
 		F_TIMEOUT,
 		F_SEED,
 		F_QUIET,
+		F_CACERT,
+		F_CERT,
+		F_KEY,
+		F_INSECURE,
 		F_HELP
 	};
 	static const struct option lo[] = {
@@ -899,6 +915,10 @@ static int parse_flags(bopts *o, int argc, char **argv)
 	    {"timeout", 1, 0, F_TIMEOUT},
 	    {"seed", 1, 0, F_SEED},
 	    {"quiet", 0, 0, F_QUIET},
+	    {"cacert", 1, 0, F_CACERT},
+	    {"cert", 1, 0, F_CERT},
+	    {"key", 1, 0, F_KEY},
+	    {"insecure-skip-tls-verify", 0, 0, F_INSECURE},
 	    {"help", 0, 0, F_HELP},
 	    {0, 0, 0, 0},
 	};
@@ -912,6 +932,22 @@ static int parse_flags(bopts *o, int argc, char **argv)
 				ms_free(o->endpoints[i]);
 			if (parse_endpoints(o, optarg))
 				return -1;
+			break;
+		case F_CACERT:
+			o->cacert = optarg;
+			o->tls = true;
+			break;
+		case F_CERT:
+			o->cert = optarg;
+			o->tls = true;
+			break;
+		case F_KEY:
+			o->key = optarg;
+			o->tls = true;
+			break;
+		case F_INSECURE:
+			o->insecure_skip_verify = true;
+			o->tls = true;
 			break;
 		case F_CONNS:
 			if (!parse_long("conns", optarg, 1, 1000, &v))
@@ -1072,12 +1108,25 @@ int main(int argc, char **argv)
 	b->val = ms_malloc((size_t)o->val_size + 8);
 	for (int i = 0; i < o->val_size; i++)
 		b->val[i] = (uint8_t)('a' + xs(&b->rng) % 26);
+	grpc_client_opts copts = {0};
+	if (o->tls) {
+		ms_err err = {0};
+		ms_tls_opts to = {.cert_file = o->cert,
+		                  .key_file = o->key,
+		                  .trusted_ca_file = o->cacert,
+		                  .insecure_skip_verify = o->insecure_skip_verify};
+		if (ms_tls_new(&to, &b->tls, &err)) {
+			fprintf(stderr, "metastore-bench: %s\n", err.msg);
+			return 1;
+		}
+		copts.tls = b->tls;
+	}
 	b->ncls = o->conns;
 	b->cls = ms_calloc((size_t)b->ncls, sizeof *b->cls);
 	for (int i = 0; i < b->ncls; i++) {
 		ms_err err = {0};
 		int e = i % o->nendpoints;
-		if (grpc_client_new(b->base, o->endpoints[e], o->ports[e], NULL, &b->cls[i], &err)) {
+		if (grpc_client_new(b->base, o->endpoints[e], o->ports[e], &copts, &b->cls[i], &err)) {
 			fprintf(stderr, "metastore-bench: %s\n", err.msg);
 			return 1;
 		}
@@ -1159,6 +1208,7 @@ int main(int argc, char **argv)
 	event_free(b->pacer);
 	event_free(b->watch_grace);
 	event_base_free(b->base);
+	ms_tls_free(b->tls);
 	for (int i = 0; i < o->nendpoints; i++)
 		ms_free(o->endpoints[i]);
 	ms_free(b->wstreams);

@@ -25,6 +25,12 @@ typedef struct ms_flags {
 	bool initial_corrupt_check; /* --experimental-initial-corrupt-check */
 	int64_t corrupt_check_ns;   /* --experimental-corrupt-check-time */
 	bool debug, version, help, enable_grpc_gateway, strict_reconfig_check;
+	/* TLS (common/tls.h, wired in main.c) */
+	char *cert_file, *key_file, *trusted_ca_file, *client_crl_file, *client_cert_allowed_hostname;
+	char *peer_cert_file, *peer_key_file, *peer_trusted_ca_file, *peer_crl_file;
+	char *peer_cert_allowed_cn, *peer_cert_allowed_hostname, *cipher_suites;
+	uint64_t self_signed_cert_validity;
+	bool client_cert_auth, auto_tls, peer_client_cert_auth, peer_auto_tls;
 	/* which flags came from the command line or environment */
 	bool set_listen_client_urls, set_advertise_client_urls;
 } ms_flags;

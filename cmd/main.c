@@ -11,6 +11,7 @@
 #include "api/api.h"
 #include "cmd/flags.h"
 #include "common/ms.h"
+#include "common/tls.h"
 #include "server/server.h"
 
 #define ETCD_VERSION "3.4.23"
@@ -145,11 +146,133 @@ static int verify_error(const char *fmt, const char *a, const char *b)
 	return 1;
 }
 
+/* ---- TLS from etcd's flags (etcd 3.4's embed: configurePeerListeners,
+ * configureClientListeners, ClientSelfCert/PeerSelfCert) ---- */
+
+/* etcd serves http:// and https:// on one address by sniffing the first
+ * bytes; MetaStore does not (yet): such a pair is refused by name. */
+static int same_addr_both_schemes(const url_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		for (size_t j = 0; j < l->n; j++)
+			if (!strncmp(l->v[i], "http://", 7) && !strncmp(l->v[j], "https://", 8) &&
+			    !strcmp(l->v[i] + 7, l->v[j] + 8)) {
+				fprintf(stderr,
+				        "metastore: %s and %s: serving http and https on the same address is not "
+				        "supported; use two ports\n",
+				        l->v[i], l->v[j]);
+				return 1;
+			}
+	return 0;
+}
+
+/* "scheme://host:port/..." -> "host:port" for auto-tls SANs (ms_malloc'd list) */
+static char **url_hosts(const url_list *l)
+{
+	char **h = ms_calloc(l->n + 1, sizeof *h);
+	for (size_t i = 0; h && i < l->n; i++) {
+		const char *p = strstr(l->v[i], "://");
+		p = p ? p + 3 : l->v[i];
+		h[i] = ms_strndup(p, strcspn(p, "/"));
+	}
+	return h;
+}
+
+static void free_hosts(char **h, size_t n)
+{
+	for (size_t i = 0; h && i < n; i++)
+		ms_free(h[i]);
+	ms_free(h);
+}
+
+/* One side's TLS: client (prefix "") or peer (prefix "peer-"). *out stays
+ * NULL when no certificate is configured or made. Returns 0 or prints the
+ * error and returns 1. */
+static int tls_side(const char *prefix, const char *cert, const char *key, const char *ca, const char *crl,
+                    bool cert_auth, bool auto_tls, const char *allowed_cn, const char *allowed_host,
+                    const char *ciphers, uint64_t validity, const char *data_dir, const url_list *listen, ms_tls **out)
+{
+	const char *side = *prefix ? "peer" : "client";
+	char dir[1024], cpath[1100], kpath[1100];
+	ms_err err = {0};
+	bool given = (cert && *cert) || (key && *key);
+	bool self = false;
+	if (auto_tls && given) {
+		MS_WARN("embed", "ignoring %s auto TLS since certs given", side);
+	} else if (auto_tls) {
+		/* etcd replaces the whole TLS info with the self-signed pair: the
+		 * CA, CRL and client-cert-auth flags of this side no longer apply */
+		if (cert_auth || (ca && *ca) || (crl && *crl))
+			MS_WARN(
+			    "embed",
+			    "--%sauto-tls: --%sclient-cert-auth, --%strusted-ca-file and the CRL file do not apply to "
+			    "the self-signed certificate (as in etcd 3.4)",
+			    prefix, prefix, prefix);
+		snprintf(dir, sizeof dir, "%s/fixtures/%s", data_dir, side);
+		char **hosts = url_hosts(listen);
+		int rc = hosts ? ms_tls_self_cert(dir, hosts, listen->n, (unsigned)validity, &err) : MS_ENOMEM;
+		free_hosts(hosts, listen->n);
+		if (rc) {
+			fprintf(stderr, "etcdmain: could not get certs (%s)\n",
+			        rc == MS_ENOMEM ? "out of memory" : err.msg);
+			return 1;
+		}
+		snprintf(cpath, sizeof cpath, "%s/cert.pem", dir);
+		snprintf(kpath, sizeof kpath, "%s/key.pem", dir);
+		cert = cpath;
+		key = kpath;
+		ca = crl = allowed_cn = allowed_host = NULL;
+		cert_auth = false;
+		self = true;
+		given = true;
+	}
+	if (!given)
+		return 0;
+	bool any_https = false;
+	for (size_t i = 0; i < listen->n; i++)
+		any_https |= !strncmp(listen->v[i], "https://", 8);
+	if (!*prefix && !any_https) {
+		/* etcd builds the client TLS config only for https listeners */
+		MS_WARN("embed", "no https client URL: ignoring key and cert files");
+		return 0;
+	}
+	for (size_t i = 0; i < listen->n; i++)
+		if (!strncmp(listen->v[i], "http://", 7)) {
+			MS_WARN("embed",
+			        "scheme is HTTP while key and cert files are present; ignoring key and cert files "
+			        "(%s-url %s)",
+			        side, listen->v[i]);
+			if (cert_auth)
+				MS_WARN("embed",
+				        "scheme is HTTP while --%sclient-cert-auth is enabled; ignoring client cert "
+				        "auth for this URL (%s)",
+				        prefix, listen->v[i]);
+		}
+	ms_tls_opts o = {.cert_file = cert,
+	                 .key_file = key,
+	                 .trusted_ca_file = ca,
+	                 .crl_file = crl,
+	                 .client_cert_auth = cert_auth,
+	                 .allowed_cn = allowed_cn,
+	                 .allowed_hostname = allowed_host,
+	                 .cipher_suites = ciphers,
+	                 .insecure_skip_verify = self,
+	                 .flag_prefix = prefix};
+	if (ms_tls_new(&o, out, &err)) {
+		fprintf(stderr, "etcdmain: %s\n", err.msg);
+		return 1;
+	}
+	MS_INFO("embed", "%sTLS: cert = %s, key = %s, trusted-ca = %s, client-cert-auth = %s, crl-file = %s",
+	        *prefix ? "peer" : "Client", cert, key, ca ? ca : "", cert_auth ? "true" : "false", crl ? crl : "");
+	return 0;
+}
+
 typedef struct app {
 	struct event_base *base;
 	ms_server *srv;
 	api *api;
 	url_list listen;
+	ms_tls *client_tls;
 	int max_txn_ops;
 	int listen_failed;
 	bool initial_corrupt_check, checking;
@@ -165,6 +288,7 @@ static void serve_clients(app *a)
 		return;
 	}
 	api_set_max_txn_ops(a->api, a->max_txn_ops);
+	api_set_tls(a->api, a->client_tls);
 	for (size_t i = 0; i < a->listen.n; i++) {
 		if (api_listen(a->api, a->listen.v[i], &err)) {
 			MS_ERROR("etcdmain", "listen on %s failed: %s", a->listen.v[i], err.msg);
@@ -335,6 +459,42 @@ int main(int argc, char **argv)
 	 * is private to the member's user: 0600 and 0700, as etcd's. */
 	umask(077);
 
+	/* TLS: certificates are read (or made) now, so a bad file stops start-up
+	 * with its name before anything listens */
+	char cbuf[1024];
+	ms_err cerr = {0};
+	if (ms_tls_cipher_list(f.cipher_suites, cbuf, sizeof cbuf, &cerr)) {
+		fprintf(stderr, "etcdmain: %s\n", cerr.msg);
+		return 1;
+	}
+	if (same_addr_both_schemes(&a.listen) || same_addr_both_schemes(&lpurls))
+		return 1;
+	ms_tls *peer_tls = NULL;
+	if (tls_side("peer-", f.peer_cert_file, f.peer_key_file, f.peer_trusted_ca_file, f.peer_crl_file,
+	             f.peer_client_cert_auth, f.peer_auto_tls, f.peer_cert_allowed_cn, f.peer_cert_allowed_hostname,
+	             f.cipher_suites, f.self_signed_cert_validity, data_dir, &lpurls, &peer_tls))
+		return 1;
+	if (tls_side("", f.cert_file, f.key_file, f.trusted_ca_file, f.client_crl_file, f.client_cert_auth, f.auto_tls,
+	             NULL, f.client_cert_allowed_hostname, f.cipher_suites, f.self_signed_cert_validity, data_dir,
+	             &a.listen, &a.client_tls))
+		return 1;
+	for (size_t i = 0; i < a.listen.n; i++)
+		if (!strncmp(a.listen.v[i], "https://", 8) && !a.client_tls) {
+			fprintf(
+			    stderr,
+			    "etcdmain: TLS key/cert (--cert-file, --key-file) must be provided for client url %s with "
+			    "HTTPS scheme\n",
+			    a.listen.v[i]);
+			return 1;
+		}
+	for (size_t i = 0; i < lpurls.n; i++)
+		if (!strncmp(lpurls.v[i], "https://", 8) && !peer_tls) {
+			fprintf(stderr,
+			        "etcdmain: cannot listen on TLS for %s: KeyFile and CertFile are not presented\n",
+			        lpurls.v[i]);
+			return 1;
+		}
+
 	ms_server_config cfg = {
 	    .name = f.name,
 	    .data_dir = data_dir,
@@ -345,6 +505,7 @@ int main(int argc, char **argv)
 	    .npeer_urls = apurls.n,
 	    .listen_peer_urls = lpurls.v,
 	    .nlisten_peer_urls = lpurls.n,
+	    .peer_tls = peer_tls,
 	    .initial_cluster = peers,
 	    .ninitial_cluster = npeers,
 	    .initial_cluster_new = !strcmp(f.initial_cluster_state, "new"),
@@ -392,6 +553,8 @@ int main(int argc, char **argv)
 	event_free(sigint);
 	event_free(sigterm);
 	event_base_free(a.base);
+	ms_tls_free(a.client_tls);
+	ms_tls_free(peer_tls);
 	free_peers(peers, npeers);
 	free_list(&a.listen);
 	free_list(&acurls);

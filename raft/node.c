@@ -866,6 +866,7 @@ int raft_node_new(const raft_node_config *cfg, raft_node **out, ms_err *err)
 		                         .snap_allowed = tr_snap_allowed};
 		if ((rc = raft_transport_new(n->base, cfg->cluster_id, n->id, cfg->snap_dir, &tcb, n, &n->tr, err)))
 			goto fail;
+		raft_transport_set_tls(n->tr, cfg->peer_tls);
 		for (size_t i = 0; i < cfg->nlisten_urls; i++)
 			if ((rc = raft_transport_listen(n->tr, cfg->listen_urls[i], err)))
 				goto fail;

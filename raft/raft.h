@@ -24,6 +24,7 @@
 #include "common/ms.h"
 
 struct event_base;
+struct ms_tls;
 
 typedef struct raft_node raft_node;
 
@@ -91,6 +92,7 @@ typedef struct raft_node_config {
 	uint64_t cluster_id;
 	char *const *listen_urls; /* --listen-peer-urls */
 	size_t nlisten_urls;
+	struct ms_tls *peer_tls;     /* for https peer URLs (borrowed); NULL = none */
 	const raft_node_peer *peers; /* the other members */
 	size_t npeers;
 	const char *snap_dir; /* where received snapshots are written */

@@ -24,6 +24,7 @@
 #include <event2/util.h>
 #include <protobuf-c/protobuf-c.h>
 
+#include "common/tls.h"
 #include "raftpb.pb-c.h"
 
 #define LOG_PKG "rafthttp"
@@ -45,6 +46,7 @@ typedef struct tr_listener {
 	int port;
 	struct event *resume_ev; /* re-enables accepting after a failure */
 	int backoff_ms;          /* the next pause; reset by a successful accept */
+	bool secure; /* https: TLS on every accepted connection */
 } tr_listener;
 
 /* A peer we send to: one outbound connection. */
@@ -53,6 +55,7 @@ typedef struct tr_peer {
 	raft_transport *t;
 	uint64_t id;
 	char **hosts, **ports; /* parsed URLs */
+	bool *secure;          /* per URL: https */
 	size_t n_urls, cur_url;
 	struct bufferevent *bev; /* NULL when not connected nor connecting */
 	bool connected;
@@ -122,6 +125,7 @@ struct raft_transport {
 	int n_snaps_in;  /* snapshot streams being received */
 	uint64_t snap_max, snap_reserve;
 	uint64_t snap_reserved; /* announced bytes of the streams in progress */
+	ms_tls *tls; /* peer TLS for https URLs (borrowed), or NULL */
 };
 
 /* ---- small helpers ---- */
@@ -190,15 +194,15 @@ static int add_raw_frame(struct evbuffer *out, uint8_t kind, const uint8_t *buf,
 	return rc;
 }
 
-/* Parses "http://host:port" (host may be [v6]); https is refused. */
-static int parse_url(const char *url, char **host, char **port, ms_err *err)
+/* Parses "http://host:port" or "https://host:port" (host may be [v6]);
+ * *secure tells which. */
+static int parse_url(const char *url, char **host, char **port, bool *secure, ms_err *err)
 {
 	const char *p;
-	if (strncmp(url, "https://", 8) == 0)
-		return ms_err_set(err, MS_EUNSUPPORTED, "peer TLS (%s) is not supported yet", url);
-	if (strncmp(url, "http://", 7) != 0)
-		return ms_err_set(err, MS_EINVAL, "peer URL %s: scheme must be http", url);
-	p = url + 7;
+	*secure = strncmp(url, "https://", 8) == 0;
+	if (!*secure && strncmp(url, "http://", 7) != 0)
+		return ms_err_set(err, MS_EINVAL, "peer URL %s: scheme must be http or https", url);
+	p = url + (*secure ? 8 : 7);
 	size_t n = strlen(p);
 	while (n && p[n - 1] == '/')
 		n--;
@@ -244,7 +248,7 @@ static int parse_url(const char *url, char **host, char **port, ms_err *err)
 	}
 	return 0;
 bad:
-	return ms_err_set(err, MS_EINVAL, "peer URL %s: want http://host:port", url);
+	return ms_err_set(err, MS_EINVAL, "peer URL %s: want http(s)://host:port", url);
 }
 
 /* Resolves host:port (blocking getaddrinfo: numeric addresses are instant;
@@ -263,12 +267,24 @@ static int resolve(const char *host, const char *port, bool passive, struct sock
 	return 0;
 }
 
-/* The TLS seam: every connection's bufferevent is made here (fd -1 for a
- * connection about to be dialed). https peers would get an OpenSSL
- * bufferevent instead. */
-static struct bufferevent *tr_bev_new(raft_transport *t, evutil_socket_t fd)
+/* The TLS seam: every connection's bufferevent is made here (fd -1 and
+ * the host for a connection about to be dialed). https: an OpenSSL
+ * bufferevent; the handshake (verifying the other side's certificate: the
+ * server's against the host, a client's when --peer-client-cert-auth) comes
+ * before any byte reaches the frame handling, and a failed one is an
+ * ordinary BEV_EVENT_ERROR. */
+static struct bufferevent *tr_bev_new(raft_transport *t, evutil_socket_t fd, const char *dial_host, bool secure)
 {
-	return bufferevent_socket_new(t->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	int opts = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
+	if (!secure)
+		return bufferevent_socket_new(t->base, fd, opts);
+	if (!t->tls) {
+		MS_WARN(LOG_PKG, "https peer URL without peer TLS configured (--peer-cert-file/--peer-key-file)");
+		return NULL;
+	}
+	if (fd < 0)
+		return ms_tls_bev_connect(t->tls, t->base, dial_host, false, opts);
+	return ms_tls_bev_accept(t->tls, t->base, fd, opts, HELLO_TIMEOUT_S * 1000);
 }
 
 /* Raft traffic is latency-bound (no Nagle); keep-alive reaps connections
@@ -284,7 +300,7 @@ static void tune_socket(struct bufferevent *bev)
 }
 
 /* Starts a connection to host:port that begins with our HELLO to peer_id. */
-static struct bufferevent *dial(raft_transport *t, const char *host, const char *port, uint64_t peer_id,
+static struct bufferevent *dial(raft_transport *t, const char *host, const char *port, bool secure, uint64_t peer_id,
                                 bufferevent_data_cb rd, bufferevent_data_cb wr, bufferevent_event_cb ev, void *arg)
 {
 	struct sockaddr_storage ss;
@@ -293,7 +309,7 @@ static struct bufferevent *dial(raft_transport *t, const char *host, const char 
 		MS_WARN(LOG_PKG, "cannot resolve peer %llx address %s:%s", (unsigned long long)peer_id, host, port);
 		return NULL;
 	}
-	struct bufferevent *bev = tr_bev_new(t, -1);
+	struct bufferevent *bev = tr_bev_new(t, -1, host, secure);
 	if (!bev)
 		return NULL;
 	bufferevent_setcb(bev, rd, wr, ev, arg);
@@ -372,7 +388,8 @@ static void peer_fail(tr_peer *p)
 static int peer_dial(tr_peer *p)
 {
 	raft_transport *t = p->t;
-	p->bev = dial(t, p->hosts[p->cur_url], p->ports[p->cur_url], p->id, peer_read_cb, NULL, peer_event_cb, p);
+	p->bev = dial(t, p->hosts[p->cur_url], p->ports[p->cur_url], p->secure[p->cur_url], p->id, peer_read_cb, NULL,
+	              peer_event_cb, p);
 	if (!p->bev) {
 		peer_fail(p);
 		return MS_EAGAIN;
@@ -871,6 +888,8 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	tr_conn *c = arg;
+	if (what & BEV_EVENT_CONNECTED) /* TLS: the handshake of an accepted connection is done */
+		return;
 	if ((what & BEV_EVENT_TIMEOUT) && !c->hello)
 		MS_WARN(LOG_PKG, "closing a peer connection that sent no HELLO in %d s", HELLO_TIMEOUT_S);
 	else if (what & BEV_EVENT_TIMEOUT)
@@ -883,6 +902,7 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 {
 	tr_listener *l = arg;
 	raft_transport *t = l->t;
+	bool secure = l->secure;
 	l->backoff_ms = ACCEPT_BACKOFF_MIN_MS;
 	if (t->n_ungreeted >= RAFT_TRANSPORT_MAX_UNGREETED) {
 		/* a member always greets at once: these are strays or worse */
@@ -891,7 +911,7 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 		return;
 	}
 	tr_conn *c = ms_calloc(1, sizeof *c);
-	struct bufferevent *bev = c ? tr_bev_new(t, fd) : NULL;
+	struct bufferevent *bev = c ? tr_bev_new(t, fd, NULL, secure) : NULL;
 	if (!bev) {
 		ms_free(c);
 		evutil_closesocket(fd);
@@ -1147,7 +1167,8 @@ int raft_transport_send_snapshot(raft_transport *t, const raft_msg *snap, const 
 	}
 	if ((rc = raft_transport_encode_msg(snap, &so->msg, &so->msg_len, NULL)) != 0)
 		goto fail;
-	so->bev = dial(t, p->hosts[p->cur_url], p->ports[p->cur_url], p->id, so_read_cb, so_write_cb, so_event_cb, so);
+	so->bev = dial(t, p->hosts[p->cur_url], p->ports[p->cur_url], p->secure[p->cur_url], p->id, so_read_cb,
+	               so_write_cb, so_event_cb, so);
 	so->next = t->snaps;
 	t->snaps = so;
 	if (!so->bev) {
@@ -1252,6 +1273,7 @@ static void peer_free(tr_peer *p)
 	}
 	ms_free(p->hosts);
 	ms_free(p->ports);
+	ms_free(p->secure);
 	ms_free(p);
 }
 
@@ -1307,12 +1329,18 @@ void raft_transport_set_snap_limits(raft_transport *t, uint64_t max_bytes, uint6
 int raft_transport_listen(raft_transport *t, const char *url, ms_err *err)
 {
 	char *host = NULL, *port = NULL;
-	int rc = parse_url(url, &host, &port, err);
+	bool secure;
+	int rc = parse_url(url, &host, &port, &secure, err);
 	if (rc)
 		return rc;
 	struct sockaddr_storage ss;
 	socklen_t sl;
 	tr_listener *l = NULL;
+	if (secure && !t->tls) {
+		rc = ms_err_set(err, MS_EINVAL,
+		                "cannot listen on TLS for %s:%s: KeyFile and CertFile are not presented", host, port);
+		goto out;
+	}
 	if (resolve(host, port, true, &ss, &sl) != 0) {
 		rc = ms_err_set(err, MS_EINVAL, "listen-peer-urls %s: cannot resolve %s", url, host);
 		goto out;
@@ -1336,6 +1364,7 @@ int raft_transport_listen(raft_transport *t, const char *url, ms_err *err)
 		goto out;
 	}
 	evconnlistener_set_error_cb(l->lev, accept_error_cb);
+	l->secure = secure;
 	struct sockaddr_storage bound;
 	socklen_t bl = sizeof bound;
 	if (getsockname(evconnlistener_get_fd(l->lev), (struct sockaddr *)&bound, &bl) == 0)
@@ -1353,6 +1382,11 @@ out:
 	return rc;
 }
 
+void raft_transport_set_tls(raft_transport *t, ms_tls *tls)
+{
+	t->tls = tls;
+}
+
 int raft_transport_port(const raft_transport *t)
 {
 	return t->listeners ? t->listeners->port : 0;
@@ -1363,10 +1397,11 @@ int raft_transport_set_peer(raft_transport *t, uint64_t id, char *const *urls, s
 	if (id == RAFT_NONE || id == t->self_id || n == 0)
 		return MS_EINVAL;
 	char **hosts = ms_calloc(n, sizeof *hosts), **ports = ms_calloc(n, sizeof *ports);
-	int rc = hosts && ports ? 0 : MS_ENOMEM;
+	bool *secure = ms_calloc(n, sizeof *secure);
+	int rc = hosts && ports && secure ? 0 : MS_ENOMEM;
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		ms_err err;
-		rc = parse_url(urls[i], &hosts[i], &ports[i], &err);
+		rc = parse_url(urls[i], &hosts[i], &ports[i], &secure[i], &err);
 		if (rc)
 			MS_WARN(LOG_PKG, "peer %llx: %s", (unsigned long long)id, err.msg);
 	}
@@ -1388,18 +1423,21 @@ int raft_transport_set_peer(raft_transport *t, uint64_t id, char *const *urls, s
 		}
 		ms_free(hosts);
 		ms_free(ports);
+		ms_free(secure);
 		return rc;
 	}
 	if (!fresh) {
 		bool same = p->n_urls == n;
 		for (size_t i = 0; same && i < n; i++)
-			same = !strcmp(p->hosts[i], hosts[i]) && !strcmp(p->ports[i], ports[i]);
+			same = !strcmp(p->hosts[i], hosts[i]) && !strcmp(p->ports[i], ports[i]) &&
+			       p->secure[i] == secure[i];
 		for (size_t i = 0; i < p->n_urls; i++) {
 			ms_free(p->hosts[i]);
 			ms_free(p->ports[i]);
 		}
 		ms_free(p->hosts);
 		ms_free(p->ports);
+		ms_free(p->secure);
 		if (!same) {
 			/* new addresses: redial them on the next send */
 			if (p->bev && evbuffer_get_length(bufferevent_get_output(p->bev)))
@@ -1420,6 +1458,7 @@ int raft_transport_set_peer(raft_transport *t, uint64_t id, char *const *urls, s
 		p->cur_url = 0;
 	p->hosts = hosts;
 	p->ports = ports;
+	p->secure = secure;
 	p->n_urls = n;
 	return 0;
 }
@@ -1518,12 +1557,18 @@ int raft_transport_join(const char *url, const uint8_t *req, size_t len, int tim
                         size_t *resp_len, ms_err *err)
 {
 	char *host = NULL, *port = NULL;
-	int rc = parse_url(url, &host, &port, err);
+	bool secure;
+	int rc = parse_url(url, &host, &port, &secure, err);
 	if (rc)
 		return rc;
 	struct sockaddr_storage ss;
 	socklen_t sl;
 	int fd = -1;
+	if (secure) {
+		rc = ms_err_set(err, MS_EUNSUPPORTED, "joining through an https peer URL (%s) is not supported yet",
+		                url);
+		goto out;
+	}
 	if (resolve(host, port, false, &ss, &sl) != 0) {
 		rc = ms_err_set(err, MS_EIO, "cannot resolve %s", url);
 		goto out;

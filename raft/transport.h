@@ -11,10 +11,11 @@
  *    and the core forbids mutating calls (report_unreachable) until advance.
  *    A callback may call any raft_transport_* function except
  *    raft_transport_free.
- *  - Listener: one per raft_transport_listen() URL (http://host:port; port 0
- *    picks a free port). https:// is refused with MS_EUNSUPPORTED for now;
- *    the TLS seam is the single function that creates a connection's
- *    bufferevent (tr_bev_new in transport.c).
+ *  - Listener: one per raft_transport_listen() URL (http(s)://host:port;
+ *    port 0 picks a free port). TLS (https://, raft_transport_set_tls) lives
+ *    in the single function that creates a connection's bufferevent
+ *    (tr_bev_new in transport.c): a connection whose handshake fails (a
+ *    certificate that does not verify) never reaches the frame handling.
  *  - Per peer: one OUTBOUND connection carries everything this member sends
  *    to it (in order). It is dialed on the first send; when it fails it is
  *    redialed with exponential backoff (100 ms doubling to 5 s, jittered with
@@ -155,17 +156,25 @@ void raft_transport_set_limits(raft_transport *t, size_t max_queue_bytes, int ba
  * and the free disk to keep in snap_dir; 0 keeps a value. */
 void raft_transport_set_snap_limits(raft_transport *t, uint64_t max_bytes, uint64_t reserve_bytes);
 
-/* Listens on url ("http://host:port"; port 0 = any free port). May be called
- * once per --listen-peer-urls entry. MS_EUNSUPPORTED for https://,
- * MS_EINVAL for a malformed URL, MS_EIO when the address can't be bound. */
+/* Peer TLS (borrowed; it must outlive t): https:// listeners accept with it
+ * and https:// peer URLs are dialed with it (the server certificate is
+ * verified against the peer CA and the URL's host). Call before listening. */
+struct ms_tls;
+void raft_transport_set_tls(raft_transport *t, struct ms_tls *tls);
+
+/* Listens on url ("http://host:port" or "https://host:port"; port 0 = any
+ * free port). May be called once per --listen-peer-urls entry. MS_EINVAL for
+ * a malformed URL or https:// without raft_transport_set_tls, MS_EIO when
+ * the address can't be bound. */
 int raft_transport_listen(raft_transport *t, const char *url, ms_err *err);
 /* The port the first listener is bound to (0 if none). */
 int raft_transport_port(const raft_transport *t);
 
 /* Adds peer id or replaces its URLs (copied; "http://host:port"; the first
  * that connects is used). Replacing URLs closes the outbound connection so
- * the next send dials the new ones. MS_EINVAL (bad URL, id 0 or self),
- * MS_EUNSUPPORTED (https). */
+ * the next send dials the new ones. MS_EINVAL (bad URL, id 0 or self).
+ * An https:// URL is dialed with the TLS set by raft_transport_set_tls
+ * (without one, each dial fails and the peer is unreachable). */
 int raft_transport_set_peer(raft_transport *t, uint64_t id, char *const *urls, size_t n);
 /* Forgets peer id and closes its outbound connection (queued frames are
  * dropped without a callback). Unknown ids are ignored. */

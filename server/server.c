@@ -54,6 +54,8 @@ static int check_data_dir(const char *dir, bool *fresh, ms_err *err)
 			ours = true;
 			continue;
 		}
+		if (!strcmp(de->d_name, "fixtures")) /* --auto-tls certificates, made first (as etcd) */
+			continue;
 		for (size_t i = 0; i < MS_ARRAY_LEN(foreign_entries); i++)
 			if (!strcmp(de->d_name, foreign_entries[i])) {
 				rc = ms_err_set(
@@ -670,6 +672,7 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 	    .cluster_id = s->cluster_id,
 	    .listen_urls = cfg->listen_peer_urls,
 	    .nlisten_urls = cfg->nlisten_peer_urls,
+	    .peer_tls = cfg->peer_tls,
 	    .peers = peers,
 	    .npeers = npeers,
 	    .snap_dir = snap_dir,

@@ -21,6 +21,7 @@
 #include "rpc.pb-c.h"
 
 struct event_base;
+struct ms_tls;
 
 typedef struct ms_server ms_server;
 
@@ -40,6 +41,7 @@ typedef struct ms_server_config {
 	size_t npeer_urls;
 	char **listen_peer_urls; /* --listen-peer-urls */
 	size_t nlisten_peer_urls;
+	struct ms_tls *peer_tls; /* https peer URLs (common/tls.h; borrowed, outlives the server); NULL = none */
 	ms_peer *initial_cluster;
 	size_t ninitial_cluster;
 	bool initial_cluster_new; /* --initial-cluster-state new */

@@ -13,7 +13,7 @@ expect_exit() {
 }
 
 expect_exit 2 "flag provided but not defined: -no-such-flag" "$METASTORE" --no-such-flag
-expect_exit 1 "flag --cert-file is an etcd flag that MetaStore does not support" "$METASTORE" --cert-file x.pem
+expect_exit 1 "flag --discovery is an etcd flag that MetaStore does not support" "$METASTORE" --discovery x
 expect_exit 1 "error verifying flags, --advertise-client-urls is required when --listen-client-urls is set explicitly" \
 	"$METASTORE" --listen-client-urls http://127.0.0.1:1
 expect_exit 1 "should be at least as 5 times as --heartbeat-interval" "$METASTORE" --heartbeat-interval 300 --election-timeout 1000
