@@ -69,7 +69,14 @@ int ms_request_check(const Msinternal__InternalRequest *req, int max_txn_ops, ms
 		return 0;
 	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_MEMBER_UPDATE:
 		return req->member_update && req->member_update->n_peerurls ? 0 : missing(err, "member update");
-	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_ALARM: /* nothing proposes alarms yet */
+	case MSINTERNAL__INTERNAL_REQUEST__REQUEST_ALARM:
+		if (!req->alarm)
+			return missing(err, "alarm");
+		/* what ms_alarm_apply can apply: the corruption check's ACTIVATE */
+		if (req->alarm->action != ETCDSERVERPB__ALARM_REQUEST__ALARM_ACTION__ACTIVATE ||
+		    req->alarm->alarm != ETCDSERVERPB__ALARM_TYPE__CORRUPT)
+			return ms_err_set(err, MS_EINVAL, "etcdserver: unsupported alarm request");
+		return 0;
 	default:
 		return ms_err_set(err, MS_EINVAL, "etcdserver: unknown request kind %d", (int)req->request_case);
 	}
