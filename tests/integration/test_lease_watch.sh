@@ -74,7 +74,12 @@ both() { # both DESC ARGS... with LEASE replaced by each server's lease
 	cmp_out "$d" "$(run "$MS" "${a[@]}")" "$(run "$ET" "${b[@]}")"
 }
 both "put --lease" put lk1 v1 --lease=LEASE
-both "timetolive --keys" lease timetolive LEASE --keys
+# remaining(N) depends on when each command ran: checked apart, within 10 s of the TTL
+ttl_norm() { sed -E 's/remaining\(([0-9]+)s\)/remaining(N)/'; }
+ttl_left_ok() { local n; n=$(run "$1" lease timetolive "$(lease_for "$1")" | sed -nE 's/.*remaining\(([0-9]+)s\).*/\1/p'); [ -n "$n" ] && [ "$n" -le 100 ] && [ "$n" -ge 90 ]; }
+cmp_out "timetolive --keys" "$(run "$MS" lease timetolive "$(lease_for "$MS")" --keys | ttl_norm)" \
+	"$(run "$ET" lease timetolive "$(lease_for "$ET")" --keys | ttl_norm)"
+check "timetolive remaining within 10 s of the TTL" ttl_left_ok "$MS"
 both "timetolive -w json" lease timetolive LEASE --keys -w json
 both "get shows the lease" get lk1 -w json
 both "keep-alive --once" lease keep-alive --once LEASE
@@ -108,13 +113,15 @@ watch_past "watch a range from the past" --rev=2 wa wc
 live_watch() { # live_watch EP OUT ARGS...
 	local ep=$1 out=$2; shift 2
 	local r; r=$(rev_of "$ep")
-	(timeout 3 etcdctl --endpoints="$ep" watch --rev=$((r + 1)) "$@" >"$out" 2>&1 &)
+	(timeout 6 etcdctl --endpoints="$ep" watch --rev=$((r + 1)) "$@" >"$out" 2>&1 & echo $! >"$out.pid")
 	ctl "$ep" put lw/a 1 >/dev/null; ctl "$ep" put lw/b 2 >/dev/null; ctl "$ep" put lw/a 3 >/dev/null
 	ctl "$ep" del --prefix lw/ >/dev/null
 }
 live_watch "$MS" "$TMP/lw.ms" --prefix --prev-kv lw/
 live_watch "$ET" "$TMP/lw.etcd" --prefix --prev-kv lw/
-sleep 3.2
+# the watches end by their own timeout: every event they got is in the files
+watch_done() { ! kill -0 "$(cat "$1.pid")" 2>/dev/null; }
+wait_for "the live watches end" 15 eval 'watch_done "$TMP/lw.ms" && watch_done "$TMP/lw.etcd"'
 cmp_out "live watch --prefix --prev-kv sees a delete with its previous value" \
 	"$(norm <"$TMP/lw.ms")" "$(norm <"$TMP/lw.etcd")"
 check "live watch output is not empty" grep -q DELETE "$TMP/lw.ms"
@@ -132,19 +139,26 @@ b=$(timeout 1.5 etcdctl --endpoints="$ET" watch --rev=$((R - 1)) --prefix w 2>&1
 [ "$a" == "$b" ] || echo "  known difference (engine compaction): watch from a compact revision that is a delete"
 
 # ---- expiry: a 2 s lease, not kept alive ----
-expiry() { # expiry EP OUT: prints how many DELETE events the key got
-	local ep=$1 out=$2
-	local L; L=$(lease_of "$ep" 2)
+expiry() { # expiry EP OUT: the key of a 2 s lease is deleted by expiry
+	local ep=$1 out=$2 L r
+	r=$(rev_of "$ep")
+	(timeout 12 etcdctl --endpoints="$ep" watch --rev=$((r + 1)) ex/key >"$out" 2>&1 & echo $! >"$out.pid")
+	# on a loaded machine the lease may expire before the put reaches the
+	# server: take a new lease until a put with it is acknowledged
+	for _ in 1 2 3 4 5; do
+		L=$(lease_of "$ep" 2)
+		ctl "$ep" put ex/key v --lease="$L" >/dev/null 2>&1 && break
+		L=
+	done
+	[ -n "$L" ] || { echo "  no put with a fresh 2 s lease succeeded on $ep"; return 1; }
 	eval "L_${ep//[.:]/_}=$L"
-	local r; r=$(rev_of "$ep")
-	(timeout 8 etcdctl --endpoints="$ep" watch --rev=$((r + 1)) ex/key >"$out" 2>&1 &)
-	ctl "$ep" put ex/key v --lease="$L" >/dev/null
 	gone() { [ -z "$(ctl "$ep" get ex/key)" ]; }
 	wait_for "ex/key expires on $ep" 10 gone || return 1
 }
 check "metastore: key of an expired lease is deleted" expiry "$MS" "$TMP/ex.ms"
 check "etcd: key of an expired lease is deleted" expiry "$ET" "$TMP/ex.etcd"
-sleep 1
+# the watches end by their own timeout: every event they got is in the file
+wait_for "the expiry watches end" 20 eval 'watch_done "$TMP/ex.ms" && watch_done "$TMP/ex.etcd"'
 check "expiry deleted the key once (one DELETE event)" test "$(grep -c DELETE "$TMP/ex.ms")" = 1
 cmp_out "expiry watch output" "$(head -6 "$TMP/ex.ms" | norm)" "$(head -6 "$TMP/ex.etcd" | norm)"
 both "timetolive after expiry" lease timetolive LEASE
