@@ -72,14 +72,28 @@ char *grpc_percent_encode(const char *msg)
 
 /* ---- lifetime ---- */
 
-/* Message bytes held for a call are counted on the connection: with many
- * streams each sending part of a big message, memory is bounded by
- * GRPC_MAX_CONN_PARTIAL rather than by streams x max_recv_msg. */
+/* Message bytes held for a call (the reassembly buffer's capacity) are
+ * counted on the connection and the server: with many streams each sending
+ * part of a big message, memory is bounded by GRPC_MAX_CONN_PARTIAL per
+ * connection and max_total_partial in all, rather than by streams x
+ * max_recv_msg. The buffer is freed as soon as its message is delivered. */
 static void partial_release(grpc_call *call)
 {
-	if (call->conn && call->in_msg)
-		call->conn->partial_bytes -= call->msg_got;
+	if (call->conn && call->msg_cap)
+		grpc_conn_partial_sub(call->conn, call->msg_cap);
+	ms_free(call->msg);
+	call->msg = NULL;
+	call->msg_cap = 0;
 	call->in_msg = false;
+}
+
+/* A unary call stops counting as dispatched work once it is finished. */
+static void inflight_release(grpc_call *call)
+{
+	if (call->inflight && call->conn) {
+		call->inflight = false;
+		grpc_conn_inflight_dec(call->conn);
+	}
 }
 
 int grpc_call_new_internal(grpc_conn *c, int32_t stream_id, grpc_call **out)
@@ -96,6 +110,9 @@ int grpc_call_new_internal(grpc_conn *c, int32_t stream_id, grpc_call **out)
 	if (c->calls)
 		c->calls->prev = call;
 	c->calls = call;
+	c->ncalls++;
+	if (c->budget)
+		c->budget->calls_total++;
 	*out = call;
 	return 0;
 }
@@ -161,8 +178,16 @@ void grpc_call_on_stream_close(grpc_call *call)
 	call->closed = true;
 	call->finished = true;
 	partial_release(call);
+	inflight_release(call);
 	grpc_conn *c = call->conn;
 	if (c) {
+		/* unsent output is dropped with the stream */
+		grpc_conn_out_sub(c, call->out.len - call->out.off);
+		ms_free(call->out.p);
+		call->out = (grpc_buf){0};
+		c->ncalls--;
+		if (c->budget)
+			c->budget->calls_total--;
 		if (call->prev)
 			call->prev->next = call->next;
 		else if (c->calls == call)
@@ -252,6 +277,10 @@ static void deliver(grpc_call *call, const uint8_t *msg, size_t len)
 	 * reads one and ignores what follows */
 	if (!first && call->method->kind != GRPC_BIDI_STREAM)
 		return;
+	if (call->method->kind == GRPC_UNARY && !call->inflight) {
+		call->inflight = true;
+		grpc_conn_inflight_inc(call->conn);
+	}
 	grpc_call_ref(call); /* the handler may drop the last other ref */
 	call->method->on_message(call, msg, len, call->method->ud);
 	grpc_call_unref(call);
@@ -299,19 +328,20 @@ static bool partial_add(grpc_call *call, const uint8_t *data, size_t k)
 	grpc_conn *c = call->conn;
 	if (k == 0)
 		return true;
-	if (c->partial_bytes + k > GRPC_MAX_CONN_PARTIAL) {
-		grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED,
-		                 "grpc: too much partial request data on the connection");
-		return false;
-	}
 	if (call->msg_cap < call->msg_got + k) {
 		/* grows with what arrived, not with what the header claims */
 		size_t cap = call->msg_cap ? call->msg_cap : 16384;
 		while (cap < call->msg_got + k)
 			cap *= 2;
 		cap = MS_MIN(cap, call->msg_len);
+		const char *why;
+		if (!grpc_conn_partial_add(c, cap - call->msg_cap, &why)) {
+			grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, why);
+			return false;
+		}
 		uint8_t *p = ms_realloc(call->msg, cap);
 		if (!p) {
+			grpc_conn_partial_sub(c, cap - call->msg_cap);
 			grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "grpc: out of memory");
 			return false;
 		}
@@ -320,7 +350,6 @@ static bool partial_add(grpc_call *call, const uint8_t *data, size_t k)
 	}
 	memcpy(call->msg + call->msg_got, data, k);
 	call->msg_got += k;
-	c->partial_bytes += k;
 	return true;
 }
 
@@ -357,14 +386,16 @@ void grpc_call_on_data(grpc_call *call, const uint8_t *data, size_t len)
 		data += k;
 		len -= k;
 		if (call->msg_got == call->msg_len) {
-			partial_release(call);
-			deliver(call, call->msg, call->msg_len);
-			/* a big buffer is not kept around for an idle stream */
-			if (call->msg_cap > 64 * 1024) {
-				ms_free(call->msg);
-				call->msg = NULL;
-				call->msg_cap = 0;
-			}
+			/* the buffer leaves the call (and the budget) before the
+			 * handler runs: nothing is kept for an idle stream */
+			uint8_t *msg = call->msg;
+			call->msg = NULL;
+			if (call->msg_cap)
+				grpc_conn_partial_sub(call->conn, call->msg_cap);
+			call->msg_cap = 0;
+			call->in_msg = false;
+			deliver(call, msg, call->msg_len);
+			ms_free(msg);
 		}
 	}
 }
@@ -423,6 +454,7 @@ ssize_t grpc_call_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *
 		n = MS_MIN(avail, length);
 		memcpy(buf, call->out.p + call->out.off, n);
 		call->out.off += n;
+		grpc_conn_out_sub(call->conn, n);
 		if (call->out.off == call->out.len)
 			call->out.off = call->out.len = 0;
 		size_t max = call->conn->opts.max_pending_out;
@@ -526,6 +558,7 @@ static int frame_commit(grpc_call *call, size_t len)
 	if (rc)
 		return rc;
 	call->out.len += 5 + len;
+	grpc_conn_out_add(call->conn, 5 + len);
 	if (call->out.len - call->out.off > call->conn->opts.max_pending_out)
 		call->over = true;
 	wake_data(call);
@@ -567,6 +600,7 @@ int grpc_call_finish(grpc_call *call, int status, const char *message)
 	call->finished = true;
 	call->status = status;
 	call->message = enc;
+	inflight_release(call);
 	nghttp2_session *s = call->conn->session;
 	if (!call->headers_sent) {
 		/* Trailers-Only: one HEADERS frame with END_STREAM */
