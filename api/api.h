@@ -18,6 +18,8 @@ typedef struct api api;
 int api_new(struct event_base *base, ms_server *srv, api **out, ms_err *err);
 /* --max-txn-ops (default 128). */
 void api_set_max_txn_ops(api *a, int n);
+/* --max-concurrent-streams (default 1000): for connections accepted later. */
+void api_set_max_concurrent_streams(api *a, uint32_t n);
 /* Listens on a client URL (http://host:port; https/unix refused for now). */
 int api_listen(api *a, const char *url, ms_err *err);
 void api_free(api *a);

@@ -143,6 +143,9 @@ int grpc_server_new(struct event_base *base, const grpc_server_opts *opts, const
 /* Listens on host:port (port 0 = any; the bound port is returned). */
 int grpc_server_listen(grpc_server *s, const char *host, int port, int *bound_port, ms_err *err);
 void grpc_server_free(grpc_server *s);
+/* Streams a client may open per connection (SETTINGS_MAX_CONCURRENT_STREAMS)
+ * for connections accepted from now on; 0 = the default. */
+void grpc_server_set_max_concurrent_streams(grpc_server *s, uint32_t n);
 
 /* ---- calls ---- */
 void grpc_call_ref(grpc_call *call);

@@ -177,9 +177,11 @@ void grpc_call_on_stream_close(grpc_call *call)
 		return;
 	call->closed = true;
 	call->finished = true;
+	grpc_conn *c = call->conn;
+	if (c && call->held)
+		grpc_conn_unhold(c, call);
 	partial_release(call);
 	inflight_release(call);
-	grpc_conn *c = call->conn;
 	if (c) {
 		/* unsent output is dropped with the stream */
 		grpc_conn_out_sub(c, call->out.len - call->out.off);
@@ -269,6 +271,73 @@ int grpc_call_add_header(grpc_call *call, const uint8_t *name, size_t nlen, cons
 
 /* ---- receiving ---- */
 
+/* Runs the handler for one request message. */
+static void dispatch_msg(grpc_call *call, const uint8_t *msg, size_t len)
+{
+	if (call->method->kind == GRPC_UNARY && !call->inflight) {
+		call->inflight = true;
+		call->inflight_until = ms_now_mono_ns() + GRPC_INFLIGHT_NS;
+		grpc_conn *c = call->conn;
+		if (!c->new_deadline || call->inflight_until < c->new_deadline)
+			c->new_deadline = call->inflight_until; /* grpc_conn_expire stops counting it */
+		grpc_conn_inflight_inc(c);
+	}
+	grpc_call_ref(call); /* the handler may drop the last other ref */
+	call->method->on_message(call, msg, len, call->method->ud);
+	grpc_call_unref(call);
+}
+
+/* A new unary request while the reply budget is spent is held: the message
+ * stays in call->msg (counted as partial bytes) until grpc_conn_flush runs
+ * it. owned: msg is call->msg already. False when the call ended. */
+static bool hold_msg(grpc_call *call, const uint8_t *msg, size_t len, bool owned)
+{
+	if (!owned) {
+		const char *why;
+		size_t cap = len ? len : 1;
+		if (!grpc_conn_partial_add(call->conn, cap, &why)) {
+			grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, why);
+			return false;
+		}
+		call->msg = ms_malloc(cap);
+		if (!call->msg) {
+			grpc_conn_partial_sub(call->conn, cap);
+			grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "grpc: out of memory");
+			return false;
+		}
+		memcpy(call->msg, msg, len);
+		call->msg_cap = cap;
+		call->msg_len = len;
+	}
+	call->in_msg = false;
+	call->got_message = true;
+	grpc_conn_hold(call->conn, call);
+	return true;
+}
+
+void grpc_call_release_held(grpc_call *call)
+{
+	uint8_t *msg = call->msg;
+	size_t len = call->msg_len;
+	grpc_conn_partial_sub(call->conn, call->msg_cap);
+	call->msg = NULL;
+	call->msg_cap = 0;
+	grpc_call_ref(call);
+	dispatch_msg(call, msg, len);
+	ms_free(msg);
+	if (call->half_close_due && !grpc_call_closed(call)) {
+		call->half_close_due = false;
+		grpc_call_on_half_close(call);
+	}
+	grpc_call_unref(call);
+}
+
+/* A new unary request is held while the connection's reply budget is spent. */
+static bool should_hold(const grpc_call *call)
+{
+	return !call->got_message && call->method->kind == GRPC_UNARY && grpc_conn_out_over(call->conn);
+}
+
 static void deliver(grpc_call *call, const uint8_t *msg, size_t len)
 {
 	bool first = !call->got_message;
@@ -277,13 +346,7 @@ static void deliver(grpc_call *call, const uint8_t *msg, size_t len)
 	 * reads one and ignores what follows */
 	if (!first && call->method->kind != GRPC_BIDI_STREAM)
 		return;
-	if (call->method->kind == GRPC_UNARY && !call->inflight) {
-		call->inflight = true;
-		grpc_conn_inflight_inc(call->conn);
-	}
-	grpc_call_ref(call); /* the handler may drop the last other ref */
-	call->method->on_message(call, msg, len, call->method->ud);
-	grpc_call_unref(call);
+	dispatch_msg(call, msg, len);
 }
 
 /* A message header arrived: checks flag and size; false when the call ended. */
@@ -374,6 +437,10 @@ void grpc_call_on_data(grpc_call *call, const uint8_t *data, size_t len)
 			if (len >= call->msg_len) { /* whole message in this chunk: no copy */
 				size_t m = call->msg_len;
 				call->in_msg = false;
+				if (should_hold(call)) {
+					hold_msg(call, data, m, false);
+					return; /* a unary call reads nothing after its message */
+				}
 				deliver(call, m ? data : (const uint8_t *)"", m);
 				data += m;
 				len -= m;
@@ -386,6 +453,10 @@ void grpc_call_on_data(grpc_call *call, const uint8_t *data, size_t len)
 		data += k;
 		len -= k;
 		if (call->msg_got == call->msg_len) {
+			if (should_hold(call)) {
+				hold_msg(call, call->msg, call->msg_len, true);
+				return;
+			}
 			/* the buffer leaves the call (and the budget) before the
 			 * handler runs: nothing is kept for an idle stream */
 			uint8_t *msg = call->msg;
@@ -404,6 +475,10 @@ void grpc_call_on_half_close(grpc_call *call)
 {
 	if (call->finished || !call->method)
 		return;
+	if (call->held) {
+		call->half_close_due = true; /* after the held message is dispatched */
+		return;
+	}
 	/* grpc-go: a cut message is Internal "unexpected EOF"; a unary or
 	 * server-streaming request without a message ends as io.EOF would */
 	if (call->in_msg || call->hdr_got) {

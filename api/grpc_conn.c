@@ -260,12 +260,59 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 	return 0;
 }
 
-/* Over a budget: no new work may be dispatched from this connection. */
+/* Over a budget that frees by itself: stop processing input. */
 static bool conn_over(const grpc_conn *c)
 {
-	if (c->inflight >= c->opts.max_inflight || c->blocked || c->out_bytes >= c->opts.max_conn_out)
+	return c->inflight >= c->opts.max_inflight || c->blocked;
+}
+
+bool grpc_conn_out_over(const grpc_conn *c)
+{
+	if (c->out_bytes >= c->opts.max_conn_out)
 		return true;
 	return c->budget && c->budget->out_total >= c->opts.max_total_out && c->out_bytes > GRPC_FAIR_OUT;
+}
+
+void grpc_conn_hold(grpc_conn *c, grpc_call *call)
+{
+	call->held = true;
+	call->held_next = NULL;
+	if (c->held_tail)
+		c->held_tail->held_next = call;
+	else
+		c->held_head = call;
+	c->held_tail = call;
+	c->nheld++;
+}
+
+void grpc_conn_unhold(grpc_conn *c, grpc_call *call)
+{
+	grpc_call *prev = NULL;
+	for (grpc_call *x = c->held_head; x; prev = x, x = x->held_next) {
+		if (x != call)
+			continue;
+		if (prev)
+			prev->held_next = x->held_next;
+		else
+			c->held_head = x->held_next;
+		if (c->held_tail == x)
+			c->held_tail = prev;
+		c->nheld--;
+		break;
+	}
+	call->held = false;
+	call->held_next = NULL;
+}
+
+/* Dispatches held calls while the budgets allow (from flush: busy is held,
+ * so handlers' sends are flushed by the caller's loop). */
+static void conn_run_held(grpc_conn *c)
+{
+	while (c->held_head && !grpc_conn_out_over(c) && c->inflight < c->opts.max_inflight) {
+		grpc_call *call = c->held_head;
+		grpc_conn_unhold(c, call);
+		grpc_call_release_held(call);
+	}
 }
 
 static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len,
@@ -438,8 +485,8 @@ void grpc_conn_inflight_dec(grpc_conn *c)
 {
 	MS_ASSERT(c->inflight > 0);
 	c->inflight--;
-	if (c->paused && !c->busy)
-		grpc_conn_kick(c); /* the owner looks at grpc_conn_paused() after a flush */
+	if ((c->paused || c->held_head) && !c->busy)
+		grpc_conn_kick(c); /* held calls run in the flush; the owner looks at grpc_conn_paused() after it */
 }
 
 bool grpc_conn_paused(grpc_conn *c)
@@ -528,6 +575,8 @@ int grpc_conn_flush(grpc_conn *c)
 				break;
 			}
 		}
+		if (c->held_head && rc == 0)
+			conn_run_held(c);
 		if (c->drains_due && rc == 0) {
 			c->drains_due = 0;
 			grpc_call *next;
@@ -560,12 +609,20 @@ int64_t grpc_conn_expire(grpc_conn *c, int64_t now_ns)
 	int64_t next = 0;
 	c->busy++;
 	for (grpc_call *call = c->calls; call; call = call->next) {
-		if (!call->deadline || call->finished || !call->method)
-			continue;
-		if (call->deadline <= now_ns)
-			grpc_call_finish(call, GRPC_DEADLINE_EXCEEDED, "context deadline exceeded");
-		else if (!next || call->deadline < next)
-			next = call->deadline;
+		if (call->deadline && !call->finished && call->method) {
+			if (call->deadline <= now_ns)
+				grpc_call_finish(call, GRPC_DEADLINE_EXCEEDED, "context deadline exceeded");
+			else if (!next || call->deadline < next)
+				next = call->deadline;
+		}
+		if (call->inflight) { /* still in flight after a second: stops counting */
+			if (call->inflight_until <= now_ns) {
+				call->inflight = false;
+				grpc_conn_inflight_dec(c);
+			} else if (!next || call->inflight_until < next) {
+				next = call->inflight_until;
+			}
+		}
 	}
 	c->busy--;
 	grpc_conn_flush(c);

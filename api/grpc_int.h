@@ -86,9 +86,13 @@ struct grpc_call {
 	size_t msg_len, msg_got, msg_cap;
 	bool in_msg; /* header complete, body not yet */
 	bool got_message;
-	bool inflight;    /* a unary call counted in conn->inflight */
-	uint8_t pseudo;   /* request pseudo-headers seen (CALL_PS_*) */
-	bool saw_regular; /* a regular header came: no pseudo-header may follow */
+	bool inflight;          /* a unary call counted in conn->inflight */
+	int64_t inflight_until; /* after this (mono ns) it stops counting: a blocking call (Lock) */
+	bool held;              /* request complete, dispatch held by the reply budget (msg kept) */
+	bool half_close_due;    /* the client's END_STREAM came while held */
+	grpc_call *held_next;   /* the connection's held calls, oldest first */
+	uint8_t pseudo;         /* request pseudo-headers seen (CALL_PS_*) */
+	bool saw_regular;       /* a regular header came: no pseudo-header may follow */
 
 	/* sending */
 	grpc_buf out; /* framed messages not yet taken by nghttp2 */
@@ -126,13 +130,15 @@ struct grpc_conn {
 	int64_t new_deadline; /* earliest deadline of calls created since the last pop */
 	size_t partial_bytes; /* bytes held in incomplete request messages */
 	/* budgets (see grpc_conn_feed) */
-	grpc_budget *budget; /* server-wide counters, or NULL */
-	uint32_t inflight;   /* unary calls dispatched, not finished */
-	uint32_t ncalls;     /* open calls */
-	size_t out_bytes;    /* bytes in this connection's calls' output queues */
-	int no_pause;        /* grpc_conn_recv: take every byte */
-	bool paused;         /* processing stopped by the budget; resume with grpc_conn_feed */
-	bool got_settings;   /* the client's first SETTINGS arrived: handshake done */
+	grpc_budget *budget;              /* server-wide counters, or NULL */
+	uint32_t inflight;                /* unary calls dispatched, not finished */
+	uint32_t ncalls;                  /* open calls */
+	size_t out_bytes;                 /* bytes in this connection's calls' output queues */
+	int no_pause;                     /* grpc_conn_recv: take every byte */
+	bool paused;                      /* processing stopped by the budget; resume with grpc_conn_feed */
+	grpc_call *held_head, *held_tail; /* unary calls waiting for the reply budget */
+	uint32_t nheld;
+	bool got_settings; /* the client's first SETTINGS arrived: handshake done */
 };
 
 /* The send callback (grpc_conn_send_fn) may also return MS_EAGAIN: "taken,
@@ -153,6 +159,17 @@ void grpc_conn_partial_sub(grpc_conn *c, size_t n);
 /* A unary call got its request (dispatched) / finished. */
 void grpc_conn_inflight_inc(grpc_conn *c);
 void grpc_conn_inflight_dec(grpc_conn *c);
+/* The reply budget is spent: new unary requests are held, not dispatched
+ * (this connection's queued replies >= max_conn_out, or the server-wide
+ * ones >= max_total_out while this connection holds > GRPC_FAIR_OUT). */
+bool grpc_conn_out_over(const grpc_conn *c);
+/* Queues / unqueues a held call. */
+void grpc_conn_hold(grpc_conn *c, grpc_call *call);
+void grpc_conn_unhold(grpc_conn *c, grpc_call *call);
+/* A unary call stops counting as in flight this long after dispatch: a call
+ * that blocks (Lock, Campaign, a read waiting for a leader) must not stop
+ * its connection, where the request that unblocks it may be waiting. */
+#define GRPC_INFLIGHT_NS 1000000000LL
 
 /* ---- grpc_call.c, used by grpc_conn.c ---- */
 int grpc_call_new_internal(grpc_conn *c, int32_t stream_id, grpc_call **out);
@@ -173,6 +190,8 @@ ssize_t grpc_call_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *
                           uint32_t *data_flags, nghttp2_data_source *source, void *user_data);
 /* Calls a registered drain callback if it came due. */
 void grpc_call_run_drain(grpc_call *call);
+/* Dispatches a held request (the call was taken off the held list). */
+void grpc_call_release_held(grpc_call *call);
 
 /* ---- wire helpers (grpc_call.c) ---- */
 /* grpc-timeout ("1S", "100m", "5000000u", "10n", "2M", "1H"; at most 8 digits)
@@ -187,14 +206,21 @@ char *grpc_percent_encode(const char *msg);
 void grpc_conn_set_flush_hook(grpc_conn *c, void (*fn)(void *ud), void *ud);
 /* Counts this connection against server-wide budgets b (outlives c). */
 void grpc_conn_set_budget(grpc_conn *c, grpc_budget *b);
-/* Feeds received bytes like grpc_conn_recv, but stops early when the
- * connection is over a budget (unary calls in flight >= max_inflight, reply
- * bytes queued >= max_conn_out, the transport blocked, or the server-wide
- * output budget exhausted while this connection holds > GRPC_FAIR_OUT): no
- * new call is dispatched until the budget frees. *used = bytes consumed; the
- * caller keeps the rest, stops reading the socket, and feeds it again (len
- * may be 0) once grpc_conn_paused() turns false. nghttp2 keeps no pointer
- * into consumed bytes (our callbacks copy). 0 or MS_EINVAL as grpc_conn_recv. */
+/* Feeds received bytes like grpc_conn_recv, but stops early (after the DATA
+ * chunk that completed a request) while the connection is over a budget
+ * that frees by itself: unary calls in flight >= max_inflight (they finish,
+ * or stop counting after GRPC_INFLIGHT_NS), or the transport blocked (the
+ * client reads its socket). *used = bytes consumed; the caller keeps the
+ * rest, stops reading the socket, and feeds it again (len may be 0) once
+ * grpc_conn_paused() turns false. nghttp2 keeps no pointer into consumed
+ * bytes (our callbacks copy). 0 or MS_EINVAL as grpc_conn_recv.
+ *
+ * The reply budget (grpc_conn_out_over) does not pause reading: replies
+ * held back by HTTP/2 flow control drain only when the client's
+ * WINDOW_UPDATE is read, and it may sit behind more requests. Those
+ * requests are held instead (complete, not dispatched; their bytes count
+ * in the partial-message budgets, their streams in max_concurrent_streams)
+ * and dispatched in order as the replies drain. */
 int grpc_conn_feed(grpc_conn *c, const uint8_t *data, size_t len, size_t *used);
 /* True while a pause from grpc_conn_feed still holds (the budget is still
  * exceeded). */

@@ -502,6 +502,11 @@ int grpc_server_listen(grpc_server *s, const char *host, int port, int *bound_po
 	return 0;
 }
 
+void grpc_server_set_max_concurrent_streams(grpc_server *s, uint32_t n)
+{
+	s->opts.max_concurrent_streams = n ? n : GRPC_DEFAULT_MAX_STREAMS;
+}
+
 void grpc_server_free(grpc_server *s)
 {
 	if (!s)

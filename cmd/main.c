@@ -128,6 +128,7 @@ typedef struct app {
 	api *api;
 	url_list listen;
 	int max_txn_ops;
+	uint32_t max_concurrent_streams;
 	int listen_failed;
 } app;
 
@@ -144,6 +145,7 @@ static void on_ready(void *ud)
 		return;
 	}
 	api_set_max_txn_ops(a->api, a->max_txn_ops);
+	api_set_max_concurrent_streams(a->api, a->max_concurrent_streams);
 	for (size_t i = 0; i < a->listen.n; i++) {
 		if (api_listen(a->api, a->listen.v[i], &err)) {
 			MS_ERROR("etcdmain", "listen on %s failed: %s", a->listen.v[i], err.msg);
@@ -232,6 +234,8 @@ int main(int argc, char **argv)
 		    f.initial_cluster_state, "");
 	if (f.max_txn_ops == 0 || f.max_txn_ops > 1000000)
 		return verify_error("--max-txn-ops must be between 1 and %s%s", "1000000", "");
+	if (f.max_concurrent_streams == 0 || f.max_concurrent_streams > UINT32_MAX)
+		return verify_error("--max-concurrent-streams must be between 1 and %s%s", "4294967295", "");
 	if (f.max_request_bytes == 0)
 		return verify_error("--max-request-bytes must be positive%s%s", "", "");
 
@@ -306,6 +310,7 @@ int main(int argc, char **argv)
 	    .ready_ud = &a,
 	};
 	a.max_txn_ops = (int)f.max_txn_ops;
+	a.max_concurrent_streams = (uint32_t)f.max_concurrent_streams;
 	a.base = event_base_new();
 	if (!a.base) {
 		fprintf(stderr, "etcdmain: cannot create the event loop\n");
