@@ -111,7 +111,7 @@ typedef struct grpc_server_opts {
 	uint32_t max_inflight;    /* unary calls dispatched and unfinished per connection; default 64 */
 	size_t max_conn_out;      /* reply bytes queued per connection; default 16 MiB */
 	size_t max_total_out;     /* reply bytes queued, all connections; default 256 MiB */
-	size_t max_total_partial; /* bytes of unfinished request messages, all connections; default 256 MiB */
+	size_t max_total_partial; /* bytes of unfinished request messages, all connections; default 128 MiB */
 	uint32_t max_total_calls; /* open calls (streams), all connections; default 65536 */
 	uint32_t max_conns;       /* client connections; default 75% of RLIMIT_NOFILE (at most 65536) */
 	uint32_t handshake_ms;    /* HTTP/2 preface + SETTINGS, or an HTTP/1 head; default 5000 */

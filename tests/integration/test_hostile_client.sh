@@ -20,7 +20,7 @@ PIDS+=("$PID")
 wait_for "ready" 20 healthy "$EP" || { fail "member did not start"; finish; exit 1; }
 
 # attack and the RSS growth it may cause (MiB), from the budgets in README "Limits"
-for a in norecv:160 headers:64 partial:300 idle:64 h1pipe:64; do
+for a in norecv:160 headers:64 partial:200 idle:64 h1pipe:64; do
 	name=${a%%:*} bound=${a#*:}
 	echo "  -- $name"
 	if "$GOBIN/hostile" "$name" "$EP" "$PID" "$bound"; then ok "$name attack survived"; else fail "$name attack"; fi
