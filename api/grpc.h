@@ -20,6 +20,17 @@
  * through grpc_call_pending_bytes so streaming producers can pause; a broken
  * HTTP/2 peer gets GOAWAY and its connection closes, others are unaffected.
  *
+ * Budgets (issue 10; the table is README "Limits"): every byte a client can
+ * make the server hold is bounded. Streams per connection
+ * (max_concurrent_streams) and open calls in all (max_total_calls); unary
+ * calls in flight per connection (max_inflight: over it nghttp2 is paused
+ * and the socket is not read until one finishes); reply bytes queued per
+ * connection and in all (max_conn_out, max_total_out: over them new unary
+ * requests are held, read but not dispatched, so a client's WINDOW_UPDATE
+ * behind them is still read); unfinished request bytes per connection and
+ * in all; connections (max_conns, from RLIMIT_NOFILE); handshake and HTTP/1
+ * idle timeouts; accept failures back off.
+ *
  * HTTP/1.1 requests on the same port (told apart from the HTTP/2 preface)
  * are parsed with http-parser and handed to the http1 handler (for /health,
  * /version, /metrics and the JSON gateway).

@@ -204,6 +204,8 @@ char *grpc_percent_encode(const char *msg);
 /* Instead of flushing synchronously when a call queues output outside a
  * recv, call fn (the server defers to its loop so sends coalesce). */
 void grpc_conn_set_flush_hook(grpc_conn *c, void (*fn)(void *ud), void *ud);
+/* Accept failures seen by the server (tests: backing off, not spinning). */
+uint64_t grpc_server_accept_errors(const grpc_server *s);
 /* Counts this connection against server-wide budgets b (outlives c). */
 void grpc_conn_set_budget(grpc_conn *c, grpc_budget *b);
 /* Feeds received bytes like grpc_conn_recv, but stops early (after the DATA

@@ -65,6 +65,7 @@ struct grpc_server {
 	struct event *accept_timer; /* re-enables the listeners after a failure */
 	int accept_backoff_ms;      /* 0 = listeners enabled */
 	int64_t last_refusal_log;   /* ns; refusals are logged once a second */
+	uint64_t accept_errors;
 	uint64_t refused;
 };
 
@@ -425,6 +426,7 @@ static void srv_accept_err_cb(struct evconnlistener *l, void *arg)
 	 * instead of spinning, longer while failures continue */
 	grpc_server *s = arg;
 	int e = EVUTIL_SOCKET_ERROR();
+	s->accept_errors++;
 	s->accept_backoff_ms = s->accept_backoff_ms ? MS_MIN(s->accept_backoff_ms * 2, SRV_ACCEPT_BACKOFF_MAX_MS)
 	                                            : SRV_ACCEPT_BACKOFF_MIN_MS;
 	MS_WARN("embed", "accept error: %s; not accepting for %d ms", evutil_socket_error_to_string(e),
@@ -500,6 +502,11 @@ int grpc_server_listen(grpc_server *s, const char *host, int port, int *bound_po
 	}
 	s->lis[s->nlis++] = l;
 	return 0;
+}
+
+uint64_t grpc_server_accept_errors(const grpc_server *s)
+{
+	return s->accept_errors;
 }
 
 void grpc_server_set_max_concurrent_streams(grpc_server *s, uint32_t n)

@@ -16,7 +16,9 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "api/grpc_int.h"
@@ -1789,6 +1791,87 @@ static void test_server_socket_max_streams(void **state)
 	tc_server_stop(&srv);
 }
 
+/* Out of file descriptors: accept fails with EMFILE; the server backs off
+ * (a handful of failures, not a spinning loop) and serves again once
+ * descriptors free up. The server runs in a child process with a low
+ * RLIMIT_NOFILE. */
+static void emfile_stop(evutil_socket_t fd, short what, void *arg)
+{
+	event_base_loopbreak(arg);
+}
+
+static void emfile_child(int to_parent, int stop_fd)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		_exit(2);
+	rl.rlim_cur = 64;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		_exit(3);
+	struct event_base *base = event_base_new();
+	grpc_server_opts o = {.max_conns = 10000, .handshake_ms = 300};
+	grpc_server *s;
+	ms_err err = {0};
+	int port = 0;
+	if (!base || grpc_server_new(base, &o, methods, MS_ARRAY_LEN(methods), &s, &err) ||
+	    grpc_server_listen(s, "127.0.0.1", 0, &port, &err))
+		_exit(4);
+	struct event *ev = event_new(base, stop_fd, EV_READ, emfile_stop, base);
+	if (!ev || event_add(ev, NULL) || write(to_parent, &port, sizeof port) != sizeof port)
+		_exit(5);
+	event_base_dispatch(base);
+	uint64_t n = grpc_server_accept_errors(s);
+	if (write(to_parent, &n, sizeof n) != sizeof n)
+		_exit(6);
+	_exit(0);
+}
+
+static void test_server_socket_emfile_backoff(void **state)
+{
+	int up[2], stop[2];
+	assert_int_equal(pipe(up), 0);
+	assert_int_equal(pipe(stop), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(up[0]);
+		close(stop[1]);
+		emfile_child(up[1], stop[0]);
+	}
+	close(up[1]);
+	close(stop[0]);
+	int port = 0;
+	assert_int_equal(read(up[0], &port, sizeof port), (ssize_t)sizeof port);
+	enum { N = 100 };
+	int fds[N];
+	for (int i = 0; i < N; i++)
+		fds[i] = tc_connect(port); /* the backlog takes what the server cannot accept */
+	/* the accepted ones are closed by the handshake timeout, which frees
+	 * descriptors for the rest: every connection ends */
+	for (int i = 0; i < N; i++) {
+		assert_true(tc_ms_until_closed(fds[i]) < 30000);
+		close(fds[i]);
+	}
+	/* and a new client is served */
+	int fd = tc_connect(port);
+	const char *req = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+	tc_write_all(fd, req, strlen(req));
+	char resp[1024];
+	tc_read_http1(fd, resp, sizeof resp);
+	assert_true(strncmp(resp, "HTTP/1.1 404 ", 13) == 0);
+	close(fd);
+	close(stop[1]);
+	uint64_t errors = 0;
+	assert_int_equal(read(up[0], &errors, sizeof errors), (ssize_t)sizeof errors);
+	close(up[0]);
+	int st = 0;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	print_message("accept errors while out of descriptors: %llu\n", (unsigned long long)errors);
+	assert_true(errors >= 1);
+	assert_true(errors <= 40); /* backing off: 50 ms doubling to 1 s */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1831,6 +1914,7 @@ int main(void)
 	    cmocka_unit_test(test_server_socket_timeouts),
 	    cmocka_unit_test(test_server_socket_conn_limit),
 	    cmocka_unit_test(test_server_socket_max_streams),
+	    cmocka_unit_test(test_server_socket_emfile_backoff),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
