@@ -77,8 +77,18 @@ char *grpc_percent_encode(const char *msg)
  * part of a big message, memory is bounded by GRPC_MAX_CONN_PARTIAL per
  * connection and max_total_partial in all, rather than by streams x
  * max_recv_msg. The buffer is freed as soon as its message is delivered. */
+static void backlog_free(grpc_call *call)
+{
+	if (call->conn && call->backlog_counted)
+		grpc_conn_partial_sub(call->conn, call->backlog_counted);
+	ms_free(call->backlog.p);
+	call->backlog = (grpc_buf){0};
+	call->backlog_counted = 0;
+}
+
 static void partial_release(grpc_call *call)
 {
+	backlog_free(call);
 	if (call->conn && call->msg_cap)
 		grpc_conn_partial_sub(call->conn, call->msg_cap);
 	ms_free(call->msg);
@@ -155,6 +165,7 @@ static void call_free(grpc_call *call)
 	call_str_free(call, call->content_type);
 	ms_free(call->msg);
 	ms_free(call->out.p);
+	ms_free(call->backlog.p);
 	ms_free(call->message);
 	ms_free(call);
 }
@@ -315,8 +326,58 @@ static bool hold_msg(grpc_call *call, const uint8_t *msg, size_t len, bool owned
 	return true;
 }
 
+/* Bidi: bytes that arrive while the reply budget is spent wait, in order, in
+ * the call's backlog (counted as partial bytes: over the partial budgets the
+ * call ends with ResourceExhausted), so replies to a stream's requests
+ * (keep-alive, watch create/cancel/progress) cannot pile up either. */
+static void backlog_add(grpc_call *call, const uint8_t *data, size_t len)
+{
+	grpc_conn *c = call->conn;
+	grpc_buf *b = &call->backlog;
+	uint8_t *p = grpc_buf_reserve(b, len);
+	const char *why = "grpc: out of memory";
+	if (p && b->cap > call->backlog_counted) {
+		if (grpc_conn_partial_add(c, b->cap - call->backlog_counted, &why))
+			call->backlog_counted = b->cap;
+		else
+			p = NULL;
+	}
+	if (!p) {
+		if (call->held)
+			grpc_conn_unhold(c, call);
+		backlog_free(call);
+		grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, why);
+		return;
+	}
+	memcpy(p, data, len);
+	b->len += len;
+	if (!call->held)
+		grpc_conn_hold(c, call);
+}
+
+static void release_backlog(grpc_call *call)
+{
+	grpc_buf b = call->backlog;
+	if (call->backlog_counted)
+		grpc_conn_partial_sub(call->conn, call->backlog_counted);
+	call->backlog = (grpc_buf){0};
+	call->backlog_counted = 0;
+	grpc_call_on_data(call, b.p + b.off, b.len - b.off); /* may hold the rest again */
+	ms_free(b.p);
+}
+
 void grpc_call_release_held(grpc_call *call)
 {
+	if (call->method->kind == GRPC_BIDI_STREAM) {
+		grpc_call_ref(call);
+		release_backlog(call);
+		if (call->half_close_due && !call->held && !grpc_call_closed(call)) {
+			call->half_close_due = false;
+			grpc_call_on_half_close(call);
+		}
+		grpc_call_unref(call);
+		return;
+	}
 	uint8_t *msg = call->msg;
 	size_t len = call->msg_len;
 	grpc_conn_partial_sub(call->conn, call->msg_cap);
@@ -332,10 +393,11 @@ void grpc_call_release_held(grpc_call *call)
 	grpc_call_unref(call);
 }
 
-/* A new unary request is held while the connection's reply budget is spent. */
+/* A new unary or server-streaming request is held while the connection's
+ * reply budget is spent. */
 static bool should_hold(const grpc_call *call)
 {
-	return !call->got_message && call->method->kind == GRPC_UNARY && grpc_conn_out_over(call->conn);
+	return !call->got_message && call->method->kind != GRPC_BIDI_STREAM && grpc_conn_out_over(call->conn);
 }
 
 static void deliver(grpc_call *call, const uint8_t *msg, size_t len)
@@ -423,6 +485,11 @@ void grpc_call_on_data(grpc_call *call, const uint8_t *data, size_t len)
 		 * grpc-go reads no further, so neither do we */
 		if (!call->method || (call->got_message && call->method->kind != GRPC_BIDI_STREAM))
 			return;
+		if (call->held || (call->method->kind == GRPC_BIDI_STREAM && !call->in_msg && call->hdr_got == 0 &&
+		                   grpc_conn_out_over(call->conn))) {
+			backlog_add(call, data, len);
+			return;
+		}
 		if (!call->in_msg) {
 			size_t k = MS_MIN(len, 5 - call->hdr_got);
 			memcpy(call->hdr + call->hdr_got, data, k);

@@ -91,6 +91,8 @@ struct grpc_call {
 	bool held;              /* request complete, dispatch held by the reply budget (msg kept) */
 	bool half_close_due;    /* the client's END_STREAM came while held */
 	grpc_call *held_next;   /* the connection's held calls, oldest first */
+	grpc_buf backlog;       /* bidi: DATA received while held, not yet processed */
+	size_t backlog_counted; /* its capacity, counted as partial bytes */
 	uint8_t pseudo;         /* request pseudo-headers seen (CALL_PS_*) */
 	bool saw_regular;       /* a regular header came: no pseudo-header may follow */
 

@@ -1207,6 +1207,76 @@ static void test_budget_total_out_fair(void **state)
 	assert_int_equal(b.calls_total, 0);
 }
 
+/* Bidi streams: messages that arrive while the reply budget is spent wait
+ * in the call's backlog (in order, counted), then run as replies drain. */
+static void test_budget_bidi_backlog(void **state)
+{
+	grpc_server_opts o = {.max_conn_out = 10000};
+	tc_harness *h = new_harness(&o);
+	client_window(h, 0);
+	h->use_feed = true;
+	h->feed_chunk = 700; /* messages cut across feeds and DATA frames */
+	tc_stream *st = tc_request(h, "/test.Echo/Bidi", NULL);
+	static uint8_t m[6000];
+	for (int i = 0; i < 3; i++) {
+		m[0] = (uint8_t)i;
+		tc_add_msg(st, m, sizeof m);
+	}
+	tc_pump(h);
+	assert_int_equal(ts.messages, 2); /* 2 x 6005 bytes queued: over 10000 */
+	assert_int_equal(h->conn->nheld, 1);
+	assert_true(h->conn->partial_bytes >= 6005);
+	for (int i = 3; i < 5; i++) {
+		m[0] = (uint8_t)i;
+		tc_add_msg(st, m, sizeof m);
+	}
+	tc_end(st);
+	tc_pump(h);
+	assert_int_equal(ts.messages, 2);
+	assert_int_equal(ts.half_closes, 0); /* the half-close waits behind the messages */
+	client_window(h, 1 << 20);
+	tc_pump(h);
+	assert_int_equal(ts.messages, 5);
+	assert_int_equal(ts.half_closes, 1);
+	assert_true(st->closed);
+	assert_int_equal(st->grpc_status, 0);
+	assert_int_equal(st->data_len, 5 * 6005);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(st->data[i * 6005 + 5], i); /* in order */
+	assert_int_equal(h->conn->nheld, 0);
+	assert_int_equal(h->conn->partial_bytes, 0);
+	assert_int_equal(h->conn->out_bytes, 0);
+	tc_harness_free(h);
+}
+
+/* A backlog past the partial budget ends its call, not the connection. */
+static void test_budget_bidi_backlog_bounded(void **state)
+{
+	grpc_budget b = {0};
+	grpc_server_opts o = {.max_conn_out = 10000, .max_total_partial = 100000};
+	tc_harness *h = new_harness(&o);
+	grpc_conn_set_budget(h->conn, &b);
+	client_window(h, 0);
+	h->use_feed = true;
+	tc_stream *st = tc_request(h, "/test.Echo/Bidi", NULL);
+	static uint8_t m[6000];
+	for (int i = 0; i < 40; i++)
+		tc_add_msg(st, m, sizeof m);
+	tc_pump(h);
+
+	assert_true(b.partial_total <= 100000);
+	assert_int_equal(h->conn->nheld, 0);
+	tc_stream *st2 = req_byte(h, "/test.Echo/Unary", 'k'); /* the connection still works */
+	client_window(h, 1 << 20);
+	tc_pump(h);
+	assert_int_equal(st2->grpc_status, 0);
+	assert_true(st->closed);
+	assert_int_equal(st->grpc_status, GRPC_RESOURCE_EXHAUSTED);
+	assert_string_equal(st->grpc_message, "grpc: too much partial request data on the server");
+	tc_harness_free(h);
+	assert_int_equal(b.partial_total, 0);
+}
+
 /* Unfinished messages across connections are bounded server-wide, by the
  * buffers' capacity. */
 static void test_budget_total_partial(void **state)
@@ -1904,6 +1974,8 @@ int main(void)
 	    cmocka_unit_test(test_budget_reply_holds),
 	    cmocka_unit_test(test_budget_total_out_fair),
 	    cmocka_unit_test(test_budget_total_partial),
+	    cmocka_unit_test(test_budget_bidi_backlog),
+	    cmocka_unit_test(test_budget_bidi_backlog_bounded),
 	    cmocka_unit_test(test_budget_stream_flood),
 	    cmocka_unit_test(test_request_header_checks),
 	    cmocka_unit_test(test_http1),
