@@ -1891,6 +1891,9 @@ static void emfile_child(int to_parent, int stop_fd)
 		_exit(5);
 	event_base_dispatch(base);
 	uint64_t n = grpc_server_accept_errors(s);
+	event_free(ev);
+	grpc_server_free(s);
+	event_base_free(base);
 	if (write(to_parent, &n, sizeof n) != sizeof n)
 		_exit(6);
 	_exit(0);
