@@ -196,6 +196,11 @@ void api_set_max_txn_ops(api *a, int n)
 	a->max_txn_ops = n;
 }
 
+void api_set_max_concurrent_streams(api *a, uint32_t n)
+{
+	grpc_server_set_max_concurrent_streams(a->grpc, n);
+}
+
 int api_listen(api *a, const char *url, ms_err *err)
 {
 	const char *p;

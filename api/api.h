@@ -22,6 +22,8 @@ void api_set_max_txn_ops(api *a, int n);
  * a; NULL = none, and https:// URLs are refused). */
 struct ms_tls;
 void api_set_tls(api *a, struct ms_tls *tls);
+/* --max-concurrent-streams (default 1000): for connections accepted later. */
+void api_set_max_concurrent_streams(api *a, uint32_t n);
 /* Listens on a client URL (http:// or https://host:port; unix refused for
  * now). The same host:port twice (etcd serves http and https on one port)
  * is refused: the second bind fails. */

@@ -20,6 +20,17 @@
  * through grpc_call_pending_bytes so streaming producers can pause; a broken
  * HTTP/2 peer gets GOAWAY and its connection closes, others are unaffected.
  *
+ * Budgets (issue 10; the table is README "Limits"): every byte a client can
+ * make the server hold is bounded. Streams per connection
+ * (max_concurrent_streams) and open calls in all (max_total_calls); unary
+ * calls in flight per connection (max_inflight: over it nghttp2 is paused
+ * and the socket is not read until one finishes); reply bytes queued per
+ * connection and in all (max_conn_out, max_total_out: over them new unary
+ * requests are held, read but not dispatched, so a client's WINDOW_UPDATE
+ * behind them is still read); unfinished request bytes per connection and
+ * in all; connections (max_conns, from RLIMIT_NOFILE); handshake and HTTP/1
+ * idle timeouts; accept failures back off.
+ *
  * HTTP/1.1 requests on the same port (told apart from the HTTP/2 preface)
  * are parsed with http-parser and handed to the http1 handler (for /health,
  * /version, /metrics and the JSON gateway).
@@ -103,11 +114,20 @@ typedef void (*grpc_http1_fn)(void *ud, const grpc_http1_request *req, grpc_http
 
 typedef struct grpc_server_opts {
 	size_t max_recv_msg;             /* default: 1.5 MiB + 512 KiB = 2097152 */
-	uint32_t max_concurrent_streams; /* default: 2^31-1 as grpc-go (etcd: math.MaxUint32) */
+	uint32_t max_concurrent_streams; /* --max-concurrent-streams; default 1000 (etcd: math.MaxUint32) */
 	uint32_t initial_window;         /* per-stream window; default 1 MiB */
 	uint32_t conn_window;            /* connection window; default 16 MiB */
 	size_t max_pending_out;          /* per-call back-pressure bound; default 4 MiB */
-	grpc_http1_fn http1;             /* may be NULL: HTTP/1.1 requests get 404 */
+	/* Resource budgets (issue 10; README "Limits"). 0 = the default. */
+	uint32_t max_inflight;    /* unary calls dispatched and unfinished per connection; default 64 */
+	size_t max_conn_out;      /* reply bytes queued per connection; default 16 MiB */
+	size_t max_total_out;     /* reply bytes queued, all connections; default 256 MiB */
+	size_t max_total_partial; /* bytes of unfinished request messages, all connections; default 128 MiB */
+	uint32_t max_total_calls; /* open calls (streams), all connections; default 65536 */
+	uint32_t max_conns;       /* client connections; default 75% of RLIMIT_NOFILE (at most 65536) */
+	uint32_t handshake_ms;    /* HTTP/2 preface + SETTINGS, or an HTTP/1 head; default 5000 */
+	uint32_t http1_idle_ms;   /* HTTP/1.1 keep-alive idle; default 60000 */
+	grpc_http1_fn http1;      /* may be NULL: HTTP/1.1 requests get 404 */
 	void *http1_ud;
 } grpc_server_opts;
 
@@ -116,8 +136,10 @@ typedef int (*grpc_conn_send_fn)(void *ud, const uint8_t *data, size_t len); /* 
 /* A connection's framing state. methods must outlive it. */
 int grpc_conn_new(const grpc_server_opts *opts, const grpc_method *methods, size_t nmethods, grpc_conn_send_fn send,
                   void *send_ud, grpc_conn **out);
-/* Feeds received bytes. Returns 0, or MS_EINVAL when the peer broke HTTP/2
- * (a GOAWAY has been queued; the caller flushes and closes). */
+/* Feeds received bytes, all of them: the dispatch pause of the budgets is
+ * not applied (grpc_conn_feed in grpc_int.h is the paused form the server
+ * uses). Returns 0, or MS_EINVAL when the peer broke HTTP/2 (a GOAWAY has
+ * been queued; the caller flushes and closes). */
 int grpc_conn_recv(grpc_conn *c, const uint8_t *data, size_t len);
 /* Pushes queued output through the send callback. */
 int grpc_conn_flush(grpc_conn *c);
@@ -139,6 +161,9 @@ struct ms_tls;
 int grpc_server_listen_tls(grpc_server *s, const char *host, int port, struct ms_tls *tls, int *bound_port,
                            ms_err *err);
 void grpc_server_free(grpc_server *s);
+/* Streams a client may open per connection (SETTINGS_MAX_CONCURRENT_STREAMS)
+ * for connections accepted from now on; 0 = the default. */
+void grpc_server_set_max_concurrent_streams(grpc_server *s, uint32_t n);
 
 /* ---- calls ---- */
 void grpc_call_ref(grpc_call *call);

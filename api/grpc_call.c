@@ -72,14 +72,38 @@ char *grpc_percent_encode(const char *msg)
 
 /* ---- lifetime ---- */
 
-/* Message bytes held for a call are counted on the connection: with many
- * streams each sending part of a big message, memory is bounded by
- * GRPC_MAX_CONN_PARTIAL rather than by streams x max_recv_msg. */
+/* Message bytes held for a call (the reassembly buffer's capacity) are
+ * counted on the connection and the server: with many streams each sending
+ * part of a big message, memory is bounded by GRPC_MAX_CONN_PARTIAL per
+ * connection and max_total_partial in all, rather than by streams x
+ * max_recv_msg. The buffer is freed as soon as its message is delivered. */
+static void backlog_free(grpc_call *call)
+{
+	if (call->conn && call->backlog_counted)
+		grpc_conn_partial_sub(call->conn, call->backlog_counted);
+	ms_free(call->backlog.p);
+	call->backlog = (grpc_buf){0};
+	call->backlog_counted = 0;
+}
+
 static void partial_release(grpc_call *call)
 {
-	if (call->conn && call->in_msg)
-		call->conn->partial_bytes -= call->msg_got;
+	backlog_free(call);
+	if (call->conn && call->msg_cap)
+		grpc_conn_partial_sub(call->conn, call->msg_cap);
+	ms_free(call->msg);
+	call->msg = NULL;
+	call->msg_cap = 0;
 	call->in_msg = false;
+}
+
+/* A unary call stops counting as dispatched work once it is finished. */
+static void inflight_release(grpc_call *call)
+{
+	if (call->inflight && call->conn) {
+		call->inflight = false;
+		grpc_conn_inflight_dec(call->conn);
+	}
 }
 
 int grpc_call_new_internal(grpc_conn *c, int32_t stream_id, grpc_call **out)
@@ -96,6 +120,9 @@ int grpc_call_new_internal(grpc_conn *c, int32_t stream_id, grpc_call **out)
 	if (c->calls)
 		c->calls->prev = call;
 	c->calls = call;
+	c->ncalls++;
+	if (c->budget)
+		c->budget->calls_total++;
 	*out = call;
 	return 0;
 }
@@ -138,6 +165,7 @@ static void call_free(grpc_call *call)
 	call_str_free(call, call->content_type);
 	ms_free(call->msg);
 	ms_free(call->out.p);
+	ms_free(call->backlog.p);
 	ms_free(call->message);
 	ms_free(call);
 }
@@ -160,9 +188,19 @@ void grpc_call_on_stream_close(grpc_call *call)
 		return;
 	call->closed = true;
 	call->finished = true;
-	partial_release(call);
 	grpc_conn *c = call->conn;
+	if (c && call->held)
+		grpc_conn_unhold(c, call);
+	partial_release(call);
+	inflight_release(call);
 	if (c) {
+		/* unsent output is dropped with the stream */
+		grpc_conn_out_sub(c, call->out.len - call->out.off);
+		ms_free(call->out.p);
+		call->out = (grpc_buf){0};
+		c->ncalls--;
+		if (c->budget)
+			c->budget->calls_total--;
 		if (call->prev)
 			call->prev->next = call->next;
 		else if (c->calls == call)
@@ -248,6 +286,124 @@ int grpc_call_add_header(grpc_call *call, const uint8_t *name, size_t nlen, cons
 
 /* ---- receiving ---- */
 
+/* Runs the handler for one request message. */
+static void dispatch_msg(grpc_call *call, const uint8_t *msg, size_t len)
+{
+	if (call->method->kind == GRPC_UNARY && !call->inflight) {
+		call->inflight = true;
+		call->inflight_until = ms_now_mono_ns() + GRPC_INFLIGHT_NS;
+		grpc_conn *c = call->conn;
+		if (!c->new_deadline || call->inflight_until < c->new_deadline)
+			c->new_deadline = call->inflight_until; /* grpc_conn_expire stops counting it */
+		grpc_conn_inflight_inc(c);
+	}
+	grpc_call_ref(call); /* the handler may drop the last other ref */
+	call->method->on_message(call, msg, len, call->method->ud);
+	grpc_call_unref(call);
+}
+
+/* A new unary request while the reply budget is spent is held: the message
+ * stays in call->msg (counted as partial bytes) until grpc_conn_flush runs
+ * it. owned: msg is call->msg already. False when the call ended. */
+static bool hold_msg(grpc_call *call, const uint8_t *msg, size_t len, bool owned)
+{
+	if (!owned) {
+		const char *why;
+		size_t cap = len ? len : 1;
+		if (!grpc_conn_partial_add(call->conn, cap, &why)) {
+			grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, why);
+			return false;
+		}
+		call->msg = ms_malloc(cap);
+		if (!call->msg) {
+			grpc_conn_partial_sub(call->conn, cap);
+			grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "grpc: out of memory");
+			return false;
+		}
+		memcpy(call->msg, msg, len);
+		call->msg_cap = cap;
+		call->msg_len = len;
+	}
+	call->in_msg = false;
+	call->got_message = true;
+	grpc_conn_hold(call->conn, call);
+	return true;
+}
+
+/* Bidi: bytes that arrive while the reply budget is spent wait, in order, in
+ * the call's backlog (counted as partial bytes: over the partial budgets the
+ * call ends with ResourceExhausted), so replies to a stream's requests
+ * (keep-alive, watch create/cancel/progress) cannot pile up either. */
+static void backlog_add(grpc_call *call, const uint8_t *data, size_t len)
+{
+	grpc_conn *c = call->conn;
+	grpc_buf *b = &call->backlog;
+	uint8_t *p = grpc_buf_reserve(b, len);
+	const char *why = "grpc: out of memory";
+	if (p && b->cap > call->backlog_counted) {
+		if (grpc_conn_partial_add(c, b->cap - call->backlog_counted, &why))
+			call->backlog_counted = b->cap;
+		else
+			p = NULL;
+	}
+	if (!p) {
+		if (call->held)
+			grpc_conn_unhold(c, call);
+		backlog_free(call);
+		grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, why);
+		return;
+	}
+	memcpy(p, data, len);
+	b->len += len;
+	if (!call->held)
+		grpc_conn_hold(c, call);
+}
+
+static void release_backlog(grpc_call *call)
+{
+	grpc_buf b = call->backlog;
+	if (call->backlog_counted)
+		grpc_conn_partial_sub(call->conn, call->backlog_counted);
+	call->backlog = (grpc_buf){0};
+	call->backlog_counted = 0;
+	grpc_call_on_data(call, b.p + b.off, b.len - b.off); /* may hold the rest again */
+	ms_free(b.p);
+}
+
+void grpc_call_release_held(grpc_call *call)
+{
+	if (call->method->kind == GRPC_BIDI_STREAM) {
+		grpc_call_ref(call);
+		release_backlog(call);
+		if (call->half_close_due && !call->held && !grpc_call_closed(call)) {
+			call->half_close_due = false;
+			grpc_call_on_half_close(call);
+		}
+		grpc_call_unref(call);
+		return;
+	}
+	uint8_t *msg = call->msg;
+	size_t len = call->msg_len;
+	grpc_conn_partial_sub(call->conn, call->msg_cap);
+	call->msg = NULL;
+	call->msg_cap = 0;
+	grpc_call_ref(call);
+	dispatch_msg(call, msg, len);
+	ms_free(msg);
+	if (call->half_close_due && !grpc_call_closed(call)) {
+		call->half_close_due = false;
+		grpc_call_on_half_close(call);
+	}
+	grpc_call_unref(call);
+}
+
+/* A new unary or server-streaming request is held while the connection's
+ * reply budget is spent. */
+static bool should_hold(const grpc_call *call)
+{
+	return !call->got_message && call->method->kind != GRPC_BIDI_STREAM && grpc_conn_out_over(call->conn);
+}
+
 static void deliver(grpc_call *call, const uint8_t *msg, size_t len)
 {
 	bool first = !call->got_message;
@@ -256,9 +412,7 @@ static void deliver(grpc_call *call, const uint8_t *msg, size_t len)
 	 * reads one and ignores what follows */
 	if (!first && call->method->kind != GRPC_BIDI_STREAM)
 		return;
-	grpc_call_ref(call); /* the handler may drop the last other ref */
-	call->method->on_message(call, msg, len, call->method->ud);
-	grpc_call_unref(call);
+	dispatch_msg(call, msg, len);
 }
 
 /* A message header arrived: checks flag and size; false when the call ended. */
@@ -303,19 +457,20 @@ static bool partial_add(grpc_call *call, const uint8_t *data, size_t k)
 	grpc_conn *c = call->conn;
 	if (k == 0)
 		return true;
-	if (c->partial_bytes + k > GRPC_MAX_CONN_PARTIAL) {
-		grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED,
-		                 "grpc: too much partial request data on the connection");
-		return false;
-	}
 	if (call->msg_cap < call->msg_got + k) {
 		/* grows with what arrived, not with what the header claims */
 		size_t cap = call->msg_cap ? call->msg_cap : 16384;
 		while (cap < call->msg_got + k)
 			cap *= 2;
 		cap = MS_MIN(cap, call->msg_len);
+		const char *why;
+		if (!grpc_conn_partial_add(c, cap - call->msg_cap, &why)) {
+			grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, why);
+			return false;
+		}
 		uint8_t *p = ms_realloc(call->msg, cap);
 		if (!p) {
+			grpc_conn_partial_sub(c, cap - call->msg_cap);
 			grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "grpc: out of memory");
 			return false;
 		}
@@ -324,7 +479,6 @@ static bool partial_add(grpc_call *call, const uint8_t *data, size_t k)
 	}
 	memcpy(call->msg + call->msg_got, data, k);
 	call->msg_got += k;
-	c->partial_bytes += k;
 	return true;
 }
 
@@ -335,6 +489,11 @@ void grpc_call_on_data(grpc_call *call, const uint8_t *data, size_t len)
 		 * grpc-go reads no further, so neither do we */
 		if (!call->method || (call->got_message && call->method->kind != GRPC_BIDI_STREAM))
 			return;
+		if (call->held || (call->method->kind == GRPC_BIDI_STREAM && !call->in_msg && call->hdr_got == 0 &&
+		                   grpc_conn_out_over(call->conn))) {
+			backlog_add(call, data, len);
+			return;
+		}
 		if (!call->in_msg) {
 			size_t k = MS_MIN(len, 5 - call->hdr_got);
 			memcpy(call->hdr + call->hdr_got, data, k);
@@ -349,6 +508,10 @@ void grpc_call_on_data(grpc_call *call, const uint8_t *data, size_t len)
 			if (len >= call->msg_len) { /* whole message in this chunk: no copy */
 				size_t m = call->msg_len;
 				call->in_msg = false;
+				if (should_hold(call)) {
+					hold_msg(call, data, m, false);
+					return; /* a unary call reads nothing after its message */
+				}
 				deliver(call, m ? data : (const uint8_t *)"", m);
 				data += m;
 				len -= m;
@@ -361,14 +524,20 @@ void grpc_call_on_data(grpc_call *call, const uint8_t *data, size_t len)
 		data += k;
 		len -= k;
 		if (call->msg_got == call->msg_len) {
-			partial_release(call);
-			deliver(call, call->msg, call->msg_len);
-			/* a big buffer is not kept around for an idle stream */
-			if (call->msg_cap > 64 * 1024) {
-				ms_free(call->msg);
-				call->msg = NULL;
-				call->msg_cap = 0;
+			if (should_hold(call)) {
+				hold_msg(call, call->msg, call->msg_len, true);
+				return;
 			}
+			/* the buffer leaves the call (and the budget) before the
+			 * handler runs: nothing is kept for an idle stream */
+			uint8_t *msg = call->msg;
+			call->msg = NULL;
+			if (call->msg_cap)
+				grpc_conn_partial_sub(call->conn, call->msg_cap);
+			call->msg_cap = 0;
+			call->in_msg = false;
+			deliver(call, msg, call->msg_len);
+			ms_free(msg);
 		}
 	}
 }
@@ -377,6 +546,10 @@ void grpc_call_on_half_close(grpc_call *call)
 {
 	if (call->finished || !call->method)
 		return;
+	if (call->held) {
+		call->half_close_due = true; /* after the held message is dispatched */
+		return;
+	}
 	/* grpc-go: a cut message is Internal "unexpected EOF"; a unary or
 	 * server-streaming request without a message ends as io.EOF would */
 	if (call->in_msg || call->hdr_got) {
@@ -427,6 +600,7 @@ ssize_t grpc_call_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *
 		n = MS_MIN(avail, length);
 		memcpy(buf, call->out.p + call->out.off, n);
 		call->out.off += n;
+		grpc_conn_out_sub(call->conn, n);
 		if (call->out.off == call->out.len)
 			call->out.off = call->out.len = 0;
 		size_t max = call->conn->opts.max_pending_out;
@@ -530,6 +704,7 @@ static int frame_commit(grpc_call *call, size_t len)
 	if (rc)
 		return rc;
 	call->out.len += 5 + len;
+	grpc_conn_out_add(call->conn, 5 + len);
 	if (call->out.len - call->out.off > call->conn->opts.max_pending_out)
 		call->over = true;
 	wake_data(call);
@@ -571,6 +746,7 @@ int grpc_call_finish(grpc_call *call, int status, const char *message)
 	call->finished = true;
 	call->status = status;
 	call->message = enc;
+	inflight_release(call);
 	nghttp2_session *s = call->conn->session;
 	if (!call->headers_sent) {
 		/* Trailers-Only: one HEADERS frame with END_STREAM */

@@ -18,6 +18,20 @@ void grpc_opts_defaults(grpc_server_opts *o)
 		o->conn_window = GRPC_DEFAULT_CONN_WINDOW;
 	if (!o->max_pending_out)
 		o->max_pending_out = GRPC_DEFAULT_MAX_PENDING_OUT;
+	if (!o->max_inflight)
+		o->max_inflight = GRPC_DEFAULT_MAX_INFLIGHT;
+	if (!o->max_conn_out)
+		o->max_conn_out = GRPC_DEFAULT_MAX_CONN_OUT;
+	if (!o->max_total_out)
+		o->max_total_out = GRPC_DEFAULT_MAX_TOTAL_OUT;
+	if (!o->max_total_partial)
+		o->max_total_partial = GRPC_DEFAULT_MAX_TOTAL_PARTIAL;
+	if (!o->max_total_calls)
+		o->max_total_calls = GRPC_DEFAULT_MAX_TOTAL_CALLS;
+	if (!o->handshake_ms)
+		o->handshake_ms = GRPC_DEFAULT_HANDSHAKE_MS;
+	if (!o->http1_idle_ms)
+		o->http1_idle_ms = GRPC_DEFAULT_HTTP1_IDLE_MS;
 	/* HTTP/2 caps windows at 2^31-1 */
 	if (o->initial_window > NGHTTP2_MAX_WINDOW_SIZE)
 		o->initial_window = NGHTTP2_MAX_WINDOW_SIZE;
@@ -37,6 +51,12 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
 	grpc_conn *c = ud;
 	if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
+	if (c->budget && c->budget->calls_total >= c->opts.max_total_calls) {
+		/* no call is created: the rest of the header block is ignored;
+		 * grpc-go retries a refused stream transparently */
+		nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+		return 0;
+	}
 	grpc_call *call;
 	if (grpc_call_new_internal(c, f->hd.stream_id, &call))
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets this stream */
@@ -44,14 +64,89 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
 	return 0;
 }
 
+/* ---- request header checks ----
+ * nghttp2's HTTP messaging checks are off (nghttp2_option_set_no_http_messaging)
+ * because they reject an :authority that is not host[:port], and grpc-go (so
+ * etcd) accepts any header value there: clientv3.Status(ctx,
+ * "http://127.0.0.1:2379") sends that URL as :authority (issue 11). The
+ * checks a gRPC server needs are made here instead, with grpc-go's outcome
+ * (the stream is reset with PROTOCOL_ERROR): header names are lower-case
+ * tokens; values carry no NUL, CR, LF or other control byte but HTAB; only
+ * the four request pseudo-headers, each once, all before the regular
+ * headers, and :method, :scheme and :path present; no connection-specific
+ * header; te is "trailers"; no pseudo-header in trailers. content-length is
+ * not checked: gRPC framing carries its own lengths. */
+enum { CALL_PS_METHOD = 1, CALL_PS_SCHEME = 2, CALL_PS_PATH = 4, CALL_PS_AUTHORITY = 8 };
+
+static bool header_name_ok(const uint8_t *n, size_t len)
+{
+	static const char extra[] = "!#$%&'*+-.^_`|~";
+	if (len == 0)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		uint8_t ch = n[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || (ch && strchr(extra, ch))))
+			return false;
+	}
+	return true;
+}
+
+static bool header_value_ok(const uint8_t *v, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if ((v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7f)
+			return false;
+	return true;
+}
+
+static bool header_conn_specific(const uint8_t *n, size_t len)
+{
+	return name_is(n, len, "connection") || name_is(n, len, "keep-alive") || name_is(n, len, "proxy-connection") ||
+	       name_is(n, len, "transfer-encoding") || name_is(n, len, "upgrade");
+}
+
+/* Checks one request header; false: the stream gets PROTOCOL_ERROR. */
+static bool request_header_ok(grpc_call *call, const uint8_t *name, size_t nlen, const uint8_t *value, size_t vlen)
+{
+	if (!header_value_ok(value, vlen))
+		return false;
+	if (nlen > 0 && name[0] == ':') {
+		uint8_t bit = name_is(name, nlen, ":method")      ? CALL_PS_METHOD
+		              : name_is(name, nlen, ":scheme")    ? CALL_PS_SCHEME
+		              : name_is(name, nlen, ":path")      ? CALL_PS_PATH
+		              : name_is(name, nlen, ":authority") ? CALL_PS_AUTHORITY
+		                                                  : 0;
+		if (!bit || (call->pseudo & bit) || call->saw_regular)
+			return false;
+		call->pseudo |= bit;
+		return true;
+	}
+	call->saw_regular = true;
+	if (!header_name_ok(name, nlen) || header_conn_specific(name, nlen))
+		return false;
+	return !name_is(name, nlen, "te") || name_is(value, vlen, "trailers");
+}
+
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen, const uint8_t *value,
                      size_t vlen, uint8_t flags, void *ud)
 {
-	if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
-		return 0; /* client trailers carry nothing gRPC needs */
+	if (f->hd.type != NGHTTP2_HEADERS)
+		return 0;
 	grpc_call *call = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
 	if (!call)
 		return 0;
+	if (f->headers.cat != NGHTTP2_HCAT_REQUEST) {
+		/* client trailers carry nothing gRPC needs, but must be well-formed */
+		if ((nlen > 0 && name[0] == ':') || !header_name_ok(name, nlen) || !header_value_ok(value, vlen))
+			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+		return 0;
+	}
+	if (call->bad_headers)
+		return 0; /* the stream is reset once the block is complete */
+	if (!request_header_ok(call, name, nlen, value, vlen)) {
+		call->bad_headers = true;
+		return 0;
+	}
 	char **dst = NULL;
 	if (nlen > 0 && name[0] == ':') {
 		if (name_is(name, nlen, ":path"))
@@ -105,7 +200,9 @@ static bool content_type_ok(const char *ct)
 /* Request headers complete: find the method or answer. */
 static void dispatch(grpc_conn *c, grpc_call *call)
 {
-	if (call->bad_headers || !call->is_post || !call->path || !content_type_ok(call->content_type)) {
+	uint8_t need = CALL_PS_METHOD | CALL_PS_SCHEME | CALL_PS_PATH;
+	if (call->bad_headers || (call->pseudo & need) != need || !call->is_post || !call->path ||
+	    !content_type_ok(call->content_type)) {
 		/* grpc-go resets such streams (malformed grpc-timeout, not gRPC) */
 		call->finished = true;
 		nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE, call->stream_id, NGHTTP2_PROTOCOL_ERROR);
@@ -149,6 +246,8 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 		c->peer_goaway = true;
 		return 0;
 	}
+	if (f->hd.type == NGHTTP2_SETTINGS)
+		c->got_settings = true;
 	if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA)
 		return 0;
 	grpc_call *call = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
@@ -161,12 +260,75 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 	return 0;
 }
 
+/* Over a budget that frees by itself: stop processing input. */
+static bool conn_over(const grpc_conn *c)
+{
+	return c->inflight >= c->opts.max_inflight || c->blocked;
+}
+
+bool grpc_conn_out_over(const grpc_conn *c)
+{
+	if (c->out_bytes >= c->opts.max_conn_out)
+		return true;
+	return c->budget && c->budget->out_total >= c->opts.max_total_out && c->out_bytes > GRPC_FAIR_OUT;
+}
+
+void grpc_conn_hold(grpc_conn *c, grpc_call *call)
+{
+	call->held = true;
+	call->held_next = NULL;
+	if (c->held_tail)
+		c->held_tail->held_next = call;
+	else
+		c->held_head = call;
+	c->held_tail = call;
+	c->nheld++;
+}
+
+void grpc_conn_unhold(grpc_conn *c, grpc_call *call)
+{
+	grpc_call *prev = NULL;
+	for (grpc_call *x = c->held_head; x; prev = x, x = x->held_next) {
+		if (x != call)
+			continue;
+		if (prev)
+			prev->held_next = x->held_next;
+		else
+			c->held_head = x->held_next;
+		if (c->held_tail == x)
+			c->held_tail = prev;
+		c->nheld--;
+		break;
+	}
+	call->held = false;
+	call->held_next = NULL;
+}
+
+/* Dispatches held calls while the budgets allow (from flush: busy is held,
+ * so handlers' sends are flushed by the caller's loop). */
+static void conn_run_held(grpc_conn *c)
+{
+	while (c->held_head && !grpc_conn_out_over(c) && c->inflight < c->opts.max_inflight) {
+		grpc_call *call = c->held_head;
+		grpc_conn_unhold(c, call);
+		grpc_call_release_held(call);
+	}
+}
+
 static int on_data_chunk_recv(nghttp2_session *s, uint8_t flags, int32_t stream_id, const uint8_t *data, size_t len,
                               void *ud)
 {
+	grpc_conn *c = ud;
 	grpc_call *call = nghttp2_session_get_stream_user_data(s, stream_id);
 	if (call)
 		grpc_call_on_data(call, data, len);
+	/* Requests are dispatched here (a message completes in a DATA chunk),
+	 * so this is where processing stops: nghttp2_session_mem_recv returns
+	 * after this chunk and the rest of the input waits for the budget. */
+	if (!c->no_pause && conn_over(c)) {
+		c->paused = true;
+		return NGHTTP2_ERR_PAUSE;
+	}
 	return 0;
 }
 
@@ -223,6 +385,8 @@ int grpc_conn_new(const grpc_server_opts *opts, const grpc_method *methods, size
 	 * queued outbound control frames is fine, but its closed-stream memory
 	 * is not needed */
 	nghttp2_option_set_no_closed_streams(opt, 1);
+	/* the request header checks are ours (request_header_ok) */
+	nghttp2_option_set_no_http_messaging(opt, 1);
 	int rv = nghttp2_session_server_new2(&c->session, cb, c, opt);
 	nghttp2_option_del(opt);
 	if (rv)
@@ -267,13 +431,105 @@ void grpc_conn_kick(grpc_conn *c)
 		grpc_conn_flush(c);
 }
 
+void grpc_conn_set_budget(grpc_conn *c, grpc_budget *b)
+{
+	MS_ASSERT(!c->calls && !c->out_bytes && !c->partial_bytes);
+	c->budget = b;
+}
+
+void grpc_conn_out_add(grpc_conn *c, size_t n)
+{
+	c->out_bytes += n;
+	if (c->budget)
+		c->budget->out_total += n;
+}
+
+void grpc_conn_out_sub(grpc_conn *c, size_t n)
+{
+	MS_ASSERT(c->out_bytes >= n);
+	c->out_bytes -= n;
+	if (c->budget)
+		c->budget->out_total -= n;
+}
+
+bool grpc_conn_partial_add(grpc_conn *c, size_t n, const char **why)
+{
+	if (c->partial_bytes + n > GRPC_MAX_CONN_PARTIAL) {
+		*why = "grpc: too much partial request data on the connection";
+		return false;
+	}
+	if (c->budget && c->budget->partial_total + n > c->opts.max_total_partial) {
+		*why = "grpc: too much partial request data on the server";
+		return false;
+	}
+	c->partial_bytes += n;
+	if (c->budget)
+		c->budget->partial_total += n;
+	return true;
+}
+
+void grpc_conn_partial_sub(grpc_conn *c, size_t n)
+{
+	MS_ASSERT(c->partial_bytes >= n);
+	c->partial_bytes -= n;
+	if (c->budget)
+		c->budget->partial_total -= n;
+}
+
+void grpc_conn_inflight_inc(grpc_conn *c)
+{
+	c->inflight++;
+}
+
+void grpc_conn_inflight_dec(grpc_conn *c)
+{
+	MS_ASSERT(c->inflight > 0);
+	c->inflight--;
+	if ((c->paused || c->held_head) && !c->busy)
+		grpc_conn_kick(c); /* held calls run in the flush; the owner looks at grpc_conn_paused() after it */
+}
+
+bool grpc_conn_paused(grpc_conn *c)
+{
+	if (c->paused && !conn_over(c))
+		c->paused = false;
+	return c->paused;
+}
+
+bool grpc_conn_handshake_done(const grpc_conn *c)
+{
+	return c->got_settings;
+}
+
+uint32_t grpc_conn_open_calls(const grpc_conn *c)
+{
+	return c->ncalls;
+}
+
 int grpc_conn_recv(grpc_conn *c, const uint8_t *data, size_t len)
 {
+	size_t used;
+	c->no_pause++;
+	int rc = grpc_conn_feed(c, data, len, &used);
+	c->no_pause--;
+	MS_ASSERT(rc || used == len);
+	return rc;
+}
+
+int grpc_conn_feed(grpc_conn *c, const uint8_t *data, size_t len, size_t *used)
+{
+	static const uint8_t none[1];
+	*used = 0;
 	if (c->broken)
 		return MS_EINVAL;
+	c->paused = false;
 	c->busy++;
-	ssize_t rv = nghttp2_session_mem_recv(c->session, data, len);
+	/* len 0 still runs nghttp2: a frame whose last chunk paused it is
+	 * completed (END_STREAM seen) on the next call */
+	ssize_t rv = nghttp2_session_mem_recv(c->session, len ? data : none, len);
 	c->busy--;
+	if (rv >= 0)
+		*used = (size_t)rv;
 	if (rv < 0) {
 		/* bad preface or a frame nghttp2 cannot continue after: GOAWAY */
 		nghttp2_session_terminate_session(c->session, NGHTTP2_PROTOCOL_ERROR);
@@ -284,6 +540,8 @@ int grpc_conn_recv(grpc_conn *c, const uint8_t *data, size_t len)
 	 * reading once that is sent */
 	if (!c->broken && !c->peer_goaway && !nghttp2_session_want_read(c->session))
 		c->broken = true;
+	if (c->broken)
+		*used = len; /* nothing more is read from a broken connection */
 	return c->broken ? MS_EINVAL : 0;
 }
 
@@ -317,6 +575,8 @@ int grpc_conn_flush(grpc_conn *c)
 				break;
 			}
 		}
+		if (c->held_head && rc == 0)
+			conn_run_held(c);
 		if (c->drains_due && rc == 0) {
 			c->drains_due = 0;
 			grpc_call *next;
@@ -349,12 +609,20 @@ int64_t grpc_conn_expire(grpc_conn *c, int64_t now_ns)
 	int64_t next = 0;
 	c->busy++;
 	for (grpc_call *call = c->calls; call; call = call->next) {
-		if (!call->deadline || call->finished || !call->method)
-			continue;
-		if (call->deadline <= now_ns)
-			grpc_call_finish(call, GRPC_DEADLINE_EXCEEDED, "context deadline exceeded");
-		else if (!next || call->deadline < next)
-			next = call->deadline;
+		if (call->deadline && !call->finished && call->method) {
+			if (call->deadline <= now_ns)
+				grpc_call_finish(call, GRPC_DEADLINE_EXCEEDED, "context deadline exceeded");
+			else if (!next || call->deadline < next)
+				next = call->deadline;
+		}
+		if (call->inflight) { /* still in flight after a second: stops counting */
+			if (call->inflight_until <= now_ns) {
+				call->inflight = false;
+				grpc_conn_inflight_dec(c);
+			} else if (!next || call->inflight_until < next) {
+				next = call->inflight_until;
+			}
+		}
 	}
 	c->busy--;
 	grpc_conn_flush(c);

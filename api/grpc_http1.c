@@ -27,6 +27,7 @@ struct grpc_http1 {
 	int err_status; /* set by a callback that refused the request */
 	bool want_close;
 	bool failed; /* a send failed: stop */
+	int state;   /* GRPC_H1_* */
 };
 
 static int str_add(h1_str *s, const char *p, size_t n)
@@ -117,6 +118,7 @@ static int on_message_begin(http_parser *p)
 	h->head_bytes = 0;
 	h->last_was_value = false;
 	h->field_is_host = false;
+	h->state = GRPC_H1_HEAD;
 	return 0;
 }
 
@@ -167,6 +169,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
 static int on_headers_complete(http_parser *p)
 {
 	grpc_http1 *h = p->data;
+	h->state = GRPC_H1_BODY;
 	if (p->content_length != UINT64_MAX && p->content_length > h->max_body) {
 		h->err_status = 413;
 		return -1;
@@ -191,6 +194,7 @@ static int on_body(http_parser *p, const char *at, size_t n)
 static int on_message_complete(http_parser *p)
 {
 	grpc_http1 *h = p->data;
+	h->state = GRPC_H1_IDLE;
 	bool close = !http_should_keep_alive(p) || p->upgrade;
 	const char *method = http_method_str((enum http_method)p->method);
 	if (p->method == HTTP_OPTIONS) { /* CORS preflight */
@@ -265,6 +269,11 @@ int grpc_http1_recv(grpc_http1 *h, const uint8_t *data, size_t len)
 bool grpc_http1_want_close(const grpc_http1 *h)
 {
 	return h->want_close || h->failed;
+}
+
+int grpc_http1_state(const grpc_http1 *h)
+{
+	return h->state;
 }
 
 void grpc_http1_free(grpc_http1 *h)

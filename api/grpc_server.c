@@ -15,6 +15,7 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 /* Output buffered per connection before we stop pulling frames from nghttp2
@@ -26,6 +27,12 @@
 /* A TLS client must finish its handshake by then (bounds what a silent
  * client holds; grpc-go gives 120 s, a loaded 2-CPU box needs far less). */
 #define SRV_HANDSHAKE_MS 10000
+/* accept failures (EMFILE, ENFILE, ENOBUFS): listeners pause this long,
+ * doubling up to the maximum while failures continue */
+#define SRV_ACCEPT_BACKOFF_MIN_MS 50
+#define SRV_ACCEPT_BACKOFF_MAX_MS 1000
+/* file descriptors kept for the store and peers: max(25%, this) */
+#define SRV_FD_RESERVE_MIN 256
 
 static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"; /* 24 bytes */
 
@@ -40,8 +47,12 @@ typedef struct srv_conn {
 	struct event *timer;
 	int64_t timer_at; /* 0 = not armed */
 	struct event *flush_ev;
-	bool closing;     /* close once the output is written */
-	bool read_paused; /* output above SRV_OUT_HIGH */
+	struct event *life_timer; /* handshake, HTTP/1 head and idle, closing */
+	struct event *resume_ev;  /* feeds input held back by the budget pause */
+	int h1_state;             /* grpc_http1_state() when the life timer was armed */
+	bool closing;             /* close once the output is written */
+	bool read_paused;         /* output above SRV_OUT_HIGH */
+	bool h2_paused;           /* grpc_conn_feed stopped at a budget */
 	struct srv_conn *prev, *next;
 } srv_conn;
 
@@ -53,7 +64,15 @@ struct grpc_server {
 	struct evconnlistener *lis[SRV_MAX_LISTENERS];
 	ms_tls *lis_tls[SRV_MAX_LISTENERS]; /* per listener: NULL = plain, borrowed */
 	size_t nlis;
-	srv_conn *conns;
+	srv_conn *conns;      /* newest first */
+	srv_conn *conns_tail; /* oldest */
+	uint32_t nconns;
+	grpc_budget budget;
+	struct event *accept_timer; /* re-enables the listeners after a failure */
+	int accept_backoff_ms;      /* 0 = listeners enabled */
+	int64_t last_refusal_log;   /* ns; refusals are logged once a second */
+	uint64_t accept_errors;
+	uint64_t refused;
 };
 
 static void sc_free(srv_conn *sc)
@@ -65,12 +84,19 @@ static void sc_free(srv_conn *sc)
 		s->conns = sc->next;
 	if (sc->next)
 		sc->next->prev = sc->prev;
+	else
+		s->conns_tail = sc->prev;
+	s->nconns--;
 	grpc_conn_free(sc->h2); /* fires on_close for the open calls */
 	grpc_http1_free(sc->h1);
 	if (sc->timer)
 		event_free(sc->timer);
 	if (sc->flush_ev)
 		event_free(sc->flush_ev);
+	if (sc->life_timer)
+		event_free(sc->life_timer);
+	if (sc->resume_ev)
+		event_free(sc->resume_ev);
 	if (sc->bev)
 		bufferevent_free(sc->bev);
 	ms_free(sc);
@@ -96,6 +122,25 @@ static void sc_arm(srv_conn *sc, int64_t deadline)
 	sc->timer_at = deadline;
 }
 
+static void sc_life_arm(srv_conn *sc, uint32_t ms)
+{
+	struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	evtimer_add(sc->life_timer, &tv);
+}
+
+/* HTTP/1: the head of a request must arrive within handshake_ms of its
+ * first byte; a started body, and the pause between requests, within
+ * http1_idle_ms. The timer is re-armed only when the state changes, so a
+ * client trickling bytes does not extend it. */
+static void sc_h1_timer(srv_conn *sc)
+{
+	int st = grpc_http1_state(sc->h1);
+	if (st == sc->h1_state)
+		return;
+	sc->h1_state = st;
+	sc_life_arm(sc, st == GRPC_H1_HEAD ? sc->s->opts.handshake_ms : sc->s->opts.http1_idle_ms);
+}
+
 /* After any work on the connection: timers, back-pressure, closing.
  * Returns true when sc was freed. */
 static bool sc_after(srv_conn *sc, bool failed)
@@ -106,14 +151,20 @@ static bool sc_after(srv_conn *sc, bool failed)
 		if (d && (!sc->timer_at || d < sc->timer_at))
 			sc_arm(sc, d);
 		want_close |= grpc_conn_want_close(sc->h2);
+		if (sc->h2_paused && !grpc_conn_paused(sc->h2))
+			event_active(sc->resume_ev, EV_TIMEOUT, 0); /* the budget freed: held input next */
 	} else if (sc->mode == SC_H1) {
 		want_close |= grpc_http1_want_close(sc->h1);
+		sc_h1_timer(sc);
 	}
 	size_t out = evbuffer_get_length(bufferevent_get_output(sc->bev));
 	if (want_close && !sc->closing) {
 		sc->closing = true;
 		bufferevent_disable(sc->bev, EV_READ);
 		bufferevent_setwatermark(sc->bev, EV_WRITE, 0, 0); /* told when everything is written */
+		/* a client that does not read its GOAWAY or last answer does not
+		 * keep the connection */
+		sc_life_arm(sc, sc->s->opts.handshake_ms);
 	}
 	if (sc->closing) {
 		if (out == 0) {
@@ -127,6 +178,18 @@ static bool sc_after(srv_conn *sc, bool failed)
 		bufferevent_disable(sc->bev, EV_READ);
 	}
 	return false;
+}
+
+static void sc_life_cb(evutil_socket_t fd, short what, void *arg)
+{
+	srv_conn *sc = arg;
+	/* the HTTP/2 preface and SETTINGS, or an HTTP/1 head, did not come in
+	 * time; an HTTP/1 connection stayed idle; a closing one's output was
+	 * not read. An HTTP/2 connection past its handshake has no idle limit,
+	 * as in grpc-go. */
+	if (sc->mode == SC_H2 && !sc->closing && grpc_conn_handshake_done(sc->h2))
+		return;
+	sc_free(sc);
 }
 
 static void sc_flush_cb(evutil_socket_t fd, short what, void *arg)
@@ -169,8 +232,10 @@ static int sc_sniff(srv_conn *sc, struct evbuffer *in)
 	int rc;
 	if (memcmp(b, h2_preface, (size_t)n) != 0) {
 		rc = grpc_http1_new(&sc->s->opts, sc_send, sc, &sc->h1);
-		if (rc == 0)
+		if (rc == 0) {
 			sc->mode = SC_H1;
+			sc->h1_state = GRPC_H1_HEAD; /* the sniff's timer already counts the head */
+		}
 		return rc;
 	}
 	if (n < 24)
@@ -182,14 +247,17 @@ static int sc_sniff(srv_conn *sc, struct evbuffer *in)
 	if (ms_tls_peer_cn(sc->bev, cn, sizeof cn) == 0 && (rc = grpc_conn_set_peer_cn(sc->h2, cn)))
 		return rc;
 	grpc_conn_set_flush_hook(sc->h2, sc_flush_hook, sc);
+	grpc_conn_set_budget(sc->h2, &sc->s->budget);
 	sc->mode = SC_H2;
 	return 0;
 }
 
-static void sc_read_cb(struct bufferevent *bev, void *arg)
+/* Feeds buffered input to the protocol. HTTP/2 may stop at a budget: the
+ * rest stays in the input buffer and reading stops until sc_after sees the
+ * budget free and resume_ev feeds it. */
+static void sc_process(srv_conn *sc)
 {
-	srv_conn *sc = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *in = bufferevent_get_input(sc->bev);
 	if (sc->closing) {
 		evbuffer_drain(in, evbuffer_get_length(in));
 		return;
@@ -204,16 +272,23 @@ static void sc_read_cb(struct bufferevent *bev, void *arg)
 		}
 	}
 	int rc = 0;
-	while (rc == 0 && evbuffer_get_length(in) > 0) {
+	bool paused = false;
+	if (sc->mode == SC_H2 && evbuffer_get_length(in) == 0)
+		rc = grpc_conn_feed(sc->h2, NULL, 0, &(size_t){0}); /* finish a frame a pause cut */
+	while (rc == 0 && !paused && evbuffer_get_length(in) > 0) {
 		struct evbuffer_iovec v[16];
 		int nv = evbuffer_peek(in, -1, NULL, v, 16);
 		size_t used = 0;
-		for (int i = 0; i < MS_MIN(nv, 16) && rc == 0; i++) {
-			if (sc->mode == SC_H2)
-				rc = grpc_conn_recv(sc->h2, v[i].iov_base, v[i].iov_len);
-			else
+		for (int i = 0; i < MS_MIN(nv, 16) && rc == 0 && !paused; i++) {
+			if (sc->mode == SC_H2) {
+				size_t u;
+				rc = grpc_conn_feed(sc->h2, v[i].iov_base, v[i].iov_len, &u);
+				used += u;
+				paused = rc == 0 && u < v[i].iov_len;
+			} else {
 				rc = grpc_http1_recv(sc->h1, v[i].iov_base, v[i].iov_len);
-			used += v[i].iov_len;
+				used += v[i].iov_len;
+			}
 		}
 		evbuffer_drain(in, used);
 		if (sc->mode == SC_H1 && grpc_http1_want_close(sc->h1))
@@ -221,7 +296,28 @@ static void sc_read_cb(struct bufferevent *bev, void *arg)
 	}
 	if (rc) /* the GOAWAY or error response is queued; close after writing it */
 		evbuffer_drain(in, evbuffer_get_length(in));
+	if (paused && !sc->h2_paused) {
+		sc->h2_paused = true;
+		bufferevent_disable(sc->bev, EV_READ);
+	}
+	if (!paused && sc->h2_paused) {
+		sc->h2_paused = false;
+		if (!sc->read_paused)
+			bufferevent_enable(sc->bev, EV_READ);
+	}
 	sc_after(sc, rc != 0);
+}
+
+static void sc_read_cb(struct bufferevent *bev, void *arg)
+{
+	sc_process(arg);
+}
+
+static void sc_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	srv_conn *sc = arg;
+	if (sc->h2_paused && !sc->closing)
+		sc_process(sc); /* re-enables reading once it gets through the held input */
 }
 
 static void sc_write_cb(struct bufferevent *bev, void *arg)
@@ -233,7 +329,8 @@ static void sc_write_cb(struct bufferevent *bev, void *arg)
 			failed = grpc_conn_flush(sc->h2) != 0; /* pull what back-pressure held back */
 		if (sc->read_paused && evbuffer_get_length(bufferevent_get_output(bev)) < SRV_OUT_HIGH) {
 			sc->read_paused = false;
-			bufferevent_enable(bev, EV_READ);
+			if (!sc->h2_paused)
+				bufferevent_enable(bev, EV_READ);
 		}
 	}
 	sc_after(sc, failed);
@@ -257,9 +354,36 @@ static struct bufferevent *srv_bev_new(grpc_server *s, struct evconnlistener *l,
 	return bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
 }
 
+/* At the connection limit: the oldest connection that has not finished its
+ * handshake (it holds a descriptor and has sent nothing useful) makes room;
+ * a flood of idle connections then cannot lock out real clients. */
+static bool srv_evict_one(grpc_server *s)
+{
+	for (srv_conn *sc = s->conns_tail; sc; sc = sc->prev) {
+		if (sc->mode == SC_SNIFF || (sc->mode == SC_H2 && !grpc_conn_handshake_done(sc->h2))) {
+			sc_free(sc);
+			return true;
+		}
+	}
+	return false;
+}
+
 static void srv_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *addr, int socklen, void *arg)
 {
 	grpc_server *s = arg;
+	if (s->nconns >= s->opts.max_conns && !srv_evict_one(s)) {
+		/* accepted and closed at once: the client sees a reset, not a hang */
+		evutil_closesocket(fd);
+		s->refused++;
+		int64_t now = ms_now_mono_ns();
+		if (now - s->last_refusal_log > 1000000000LL) {
+			s->last_refusal_log = now;
+			MS_WARN("embed",
+			        "client connection refused: %u connections open (the limit); %llu refused so far",
+			        s->nconns, (unsigned long long)s->refused);
+		}
+		return;
+	}
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	srv_conn *sc = ms_calloc(1, sizeof *sc);
@@ -277,13 +401,20 @@ static void srv_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct s
 	sc->next = s->conns;
 	if (s->conns)
 		s->conns->prev = sc;
+	else
+		s->conns_tail = sc;
 	s->conns = sc;
+	s->nconns++;
 	sc->timer = evtimer_new(s->base, sc_timer_cb, sc);
 	sc->flush_ev = event_new(s->base, -1, 0, sc_flush_cb, sc);
-	if (!sc->timer || !sc->flush_ev) {
+	sc->life_timer = evtimer_new(s->base, sc_life_cb, sc);
+	sc->resume_ev = event_new(s->base, -1, 0, sc_resume_cb, sc);
+	if (!sc->timer || !sc->flush_ev || !sc->life_timer || !sc->resume_ev) {
 		sc_free(sc);
 		return;
 	}
+	sc_life_arm(sc, s->opts.handshake_ms);
+	s->accept_backoff_ms = 0;
 	bufferevent_setcb(sc->bev, sc_read_cb, sc_write_cb, sc_event_cb, sc);
 	bufferevent_setwatermark(sc->bev, EV_WRITE, SRV_OUT_LOW, 0);
 	/* libevent's default of 16 KiB per read/write syscall costs a loop
@@ -293,10 +424,41 @@ static void srv_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct s
 	bufferevent_enable(sc->bev, EV_READ | EV_WRITE);
 }
 
+static void srv_accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	grpc_server *s = arg;
+	for (size_t i = 0; i < s->nlis; i++)
+		evconnlistener_enable(s->lis[i]);
+}
+
 static void srv_accept_err_cb(struct evconnlistener *l, void *arg)
 {
-	/* EMFILE and friends: the listener stays; log and carry on */
-	MS_WARN("embed", "accept error: %s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	/* EMFILE, ENFILE, ENOBUFS: the pending connection stays in the backlog
+	 * and the listener would report it again at once; the listeners pause
+	 * instead of spinning, longer while failures continue */
+	grpc_server *s = arg;
+	int e = EVUTIL_SOCKET_ERROR();
+	s->accept_errors++;
+	s->accept_backoff_ms = s->accept_backoff_ms ? MS_MIN(s->accept_backoff_ms * 2, SRV_ACCEPT_BACKOFF_MAX_MS)
+	                                            : SRV_ACCEPT_BACKOFF_MIN_MS;
+	MS_WARN("embed", "accept error: %s; not accepting for %d ms", evutil_socket_error_to_string(e),
+	        s->accept_backoff_ms);
+	for (size_t i = 0; i < s->nlis; i++)
+		evconnlistener_disable(s->lis[i]);
+	struct timeval tv = {.tv_sec = 0, .tv_usec = (suseconds_t)s->accept_backoff_ms * 1000};
+	evtimer_add(s->accept_timer, &tv);
+}
+
+/* Connections allowed by default: the descriptors left after keeping
+ * max(25%, SRV_FD_RESERVE_MIN) for RocksDB, the raft log and the peers. */
+static uint32_t srv_default_max_conns(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return GRPC_DEFAULT_MAX_CONNS_CAP;
+	uint64_t n = rl.rlim_cur, reserve = MS_MAX(n / 4, (uint64_t)SRV_FD_RESERVE_MIN);
+	uint64_t m = n > reserve + 16 ? n - reserve : 16;
+	return (uint32_t)MS_MIN(m, (uint64_t)GRPC_DEFAULT_MAX_CONNS_CAP);
 }
 
 int grpc_server_new(struct event_base *base, const grpc_server_opts *opts, const grpc_method *methods, size_t nmethods,
@@ -309,8 +471,15 @@ int grpc_server_new(struct event_base *base, const grpc_server_opts *opts, const
 	if (opts)
 		s->opts = *opts;
 	grpc_opts_defaults(&s->opts);
+	if (!s->opts.max_conns)
+		s->opts.max_conns = srv_default_max_conns();
 	s->methods = methods;
 	s->nmethods = nmethods;
+	s->accept_timer = evtimer_new(base, srv_accept_resume_cb, s);
+	if (!s->accept_timer) {
+		ms_free(s);
+		return ms_err_set(err, MS_ENOMEM, "grpc server: out of memory");
+	}
 	*out = s;
 	return 0;
 }
@@ -353,6 +522,16 @@ int grpc_server_listen_tls(grpc_server *s, const char *host, int port, ms_tls *t
 	return 0;
 }
 
+uint64_t grpc_server_accept_errors(const grpc_server *s)
+{
+	return s->accept_errors;
+}
+
+void grpc_server_set_max_concurrent_streams(grpc_server *s, uint32_t n)
+{
+	s->opts.max_concurrent_streams = n ? n : GRPC_DEFAULT_MAX_STREAMS;
+}
+
 void grpc_server_free(grpc_server *s)
 {
 	if (!s)
@@ -361,5 +540,7 @@ void grpc_server_free(grpc_server *s)
 		evconnlistener_free(s->lis[i]);
 	while (s->conns)
 		sc_free(s->conns);
+	if (s->accept_timer)
+		event_free(s->accept_timer);
 	ms_free(s);
 }

@@ -52,6 +52,10 @@ static const flag_def flags[] = {
      "Raise alarms when backend size exceeds the given quota (0 defaults to low space quota).", 0},
     {"max-request-bytes", F_UINT, OFF(max_request_bytes), "1572864",
      "Maximum client request size in bytes the server will accept.", 0},
+    {"max-concurrent-streams", F_UINT, OFF(max_concurrent_streams), "1000",
+     "Maximum concurrent streams that each client can open at a time (etcd's default is 4294967295; "
+     "MetaStore's is 1000, see README \"Limits\").",
+     0},
     {"max-txn-ops", F_UINT, OFF(max_txn_ops), "128", "Maximum number of operations permitted in a transaction.", 0},
     {"strict-reconfig-check", F_BOOL, OFF(strict_reconfig_check), "true",
      "Reject reconfiguration requests that would cause quorum loss.", 0},
@@ -117,7 +121,6 @@ static const char *const unsupported[] = {
     "initial-election-tick-advance",
     "max-snapshots",
     "max-wals",
-    "max-concurrent-streams",
     "grpc-keepalive-min-time",
     "grpc-keepalive-interval",
     "grpc-keepalive-timeout",

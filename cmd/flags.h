@@ -19,7 +19,8 @@ typedef struct ms_flags {
 	char *initial_cluster, *initial_cluster_state, *initial_cluster_token;
 	char *log_level, *logger, *log_outputs;
 	char *config_file;
-	uint64_t max_request_bytes, max_txn_ops, heartbeat_interval, election_timeout, snapshot_count;
+	uint64_t max_request_bytes, max_txn_ops, max_concurrent_streams, heartbeat_interval, election_timeout,
+	    snapshot_count;
 	int64_t quota_backend_bytes;
 	int64_t watch_progress_notify_ns;
 	bool initial_corrupt_check; /* --experimental-initial-corrupt-check */

@@ -274,6 +274,7 @@ typedef struct app {
 	url_list listen;
 	ms_tls *client_tls;
 	int max_txn_ops;
+	uint32_t max_concurrent_streams;
 	int listen_failed;
 	bool initial_corrupt_check, checking;
 } app;
@@ -289,6 +290,7 @@ static void serve_clients(app *a)
 	}
 	api_set_max_txn_ops(a->api, a->max_txn_ops);
 	api_set_tls(a->api, a->client_tls);
+	api_set_max_concurrent_streams(a->api, a->max_concurrent_streams);
 	for (size_t i = 0; i < a->listen.n; i++) {
 		if (api_listen(a->api, a->listen.v[i], &err)) {
 			MS_ERROR("etcdmain", "listen on %s failed: %s", a->listen.v[i], err.msg);
@@ -405,6 +407,8 @@ int main(int argc, char **argv)
 		    f.initial_cluster_state, "");
 	if (f.max_txn_ops == 0 || f.max_txn_ops > 1000000)
 		return verify_error("--max-txn-ops must be between 1 and %s%s", "1000000", "");
+	if (f.max_concurrent_streams == 0 || f.max_concurrent_streams > UINT32_MAX)
+		return verify_error("--max-concurrent-streams must be between 1 and %s%s", "4294967295", "");
 	if (f.max_request_bytes == 0)
 		return verify_error("--max-request-bytes must be positive%s%s", "", "");
 
@@ -524,6 +528,7 @@ int main(int argc, char **argv)
 	};
 	a.max_txn_ops = (int)f.max_txn_ops;
 	a.initial_corrupt_check = f.initial_corrupt_check;
+	a.max_concurrent_streams = (uint32_t)f.max_concurrent_streams;
 	a.base = event_base_new();
 	if (!a.base) {
 		fprintf(stderr, "etcdmain: cannot create the event loop\n");

@@ -16,7 +16,9 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "api/grpc_int.h"
@@ -55,6 +57,10 @@ struct tc_harness {
 	uint8_t *out, *seen; /* server output: not yet read by the client / all of it */
 	size_t out_len, out_cap, seen_len, seen_cap;
 	size_t feed_chunk; /* bytes per grpc_conn_recv; 0 = all */
+	bool use_feed;     /* grpc_conn_feed: input the budget pause left is kept in in[] */
+	bool no_read;      /* the client does not read the server's output */
+	uint8_t *in;
+	size_t in_len, in_cap;
 	tc_stream st[TC_MAX_STREAMS];
 	int nst;
 };
@@ -196,8 +202,11 @@ static void tc_harness_free(tc_harness *h)
 	}
 	free(h->out);
 	free(h->seen);
+	free(h->in);
 	free(h);
 }
+
+static const char *tc_authority = "localhost";
 
 static tc_stream *tc_request(tc_harness *h, const char *path, const char *const *hdrs)
 {
@@ -212,11 +221,17 @@ static tc_stream *tc_request(tc_harness *h, const char *path, const char *const 
 	TC_NV(":method", "POST");
 	TC_NV(":scheme", "http");
 	TC_NV(":path", path);
-	TC_NV(":authority", "localhost");
+	TC_NV(":authority", tc_authority);
 	TC_NV("content-type", "application/grpc");
 	TC_NV("te", "trailers");
-	for (size_t i = 0; hdrs && hdrs[i]; i += 2)
+	for (size_t i = 0; hdrs && hdrs[i]; i += 2) {
 		TC_NV(hdrs[i], hdrs[i + 1]);
+		/* nghttp2 lower-cases the names it copies: a test of an
+		 * upper-case name has it sent as is (literals outlive the send) */
+		for (const char *c = hdrs[i]; *c; c++)
+			if (*c >= 'A' && *c <= 'Z')
+				nva[n - 1].flags = NGHTTP2_NV_FLAG_NO_COPY_NAME;
+	}
 #undef TC_NV
 	nghttp2_data_provider prd = {.source.ptr = st, .read_callback = tc_read};
 	st->id = nghttp2_submit_request(h->cli, NULL, nva, n, &prd, st);
@@ -258,7 +273,27 @@ static void tc_pump_ex(tc_harness *h, bool strict)
 		bool progress = false;
 		const uint8_t *p;
 		ssize_t n;
-		while ((n = nghttp2_session_mem_send(h->cli, &p)) > 0) {
+		if (h->use_feed) {
+			while ((n = nghttp2_session_mem_send(h->cli, &p)) > 0) {
+				progress = true;
+				tc_append(&h->in, &h->in_len, &h->in_cap, p, (size_t)n);
+			}
+			/* feeds what is held even when nothing new came: a budget may have freed */
+			while (!grpc_conn_paused(h->conn)) {
+				size_t chunk = h->feed_chunk ? MS_MIN(h->feed_chunk, h->in_len) : h->in_len, used;
+				int rc = grpc_conn_feed(h->conn, h->in, chunk, &used);
+				if (strict)
+					assert_int_equal(rc, 0);
+				else if (rc)
+					return;
+				memmove(h->in, h->in + used, h->in_len - used);
+				h->in_len -= used;
+				progress |= used > 0;
+				if (used < chunk || !h->in_len)
+					break;
+			}
+		}
+		while (!h->use_feed && (n = nghttp2_session_mem_send(h->cli, &p)) > 0) {
 			progress = true;
 			size_t chunk = h->feed_chunk ? h->feed_chunk : (size_t)n;
 			for (size_t off = 0; off < (size_t)n; off += chunk) {
@@ -271,7 +306,7 @@ static void tc_pump_ex(tc_harness *h, bool strict)
 		}
 		if (strict)
 			assert_int_equal(n, 0);
-		if (h->out_len) {
+		if (h->out_len && !h->no_read) {
 			progress = true;
 			uint8_t *buf = h->out;
 			size_t len = h->out_len;
@@ -322,6 +357,8 @@ static struct {
 	grpc_call *held;
 	char md_auth[64];
 	int drains;
+	grpc_call *helds[64];
+	int nhelds;
 } ts;
 
 static void reset_ts(void)
@@ -388,6 +425,26 @@ static void hold(grpc_call *call, const uint8_t *m, size_t len, void *ud)
 	ts.held = call;
 }
 
+static void hold_many(grpc_call *call, const uint8_t *m, size_t len, void *ud)
+{
+	note_msg(m, len);
+	assert_true(ts.nhelds < (int)MS_ARRAY_LEN(ts.helds));
+	grpc_call_ref(call);
+	ts.helds[ts.nhelds++] = call;
+}
+
+/* Replies with as many bytes as the request's first byte says, in KiB. */
+static void big_reply(grpc_call *call, const uint8_t *m, size_t len, void *ud)
+{
+	note_msg(m, len);
+	size_t n = (len ? m[0] : 1) * (size_t)1024;
+	uint8_t *b = calloc(1, n);
+	assert_non_null(b);
+	assert_int_equal(grpc_call_send(call, b, n), 0);
+	free(b);
+	grpc_call_finish(call, GRPC_OK, NULL);
+}
+
 static void on_close(grpc_call *call, void *ud)
 {
 	ts.closes++;
@@ -400,6 +457,8 @@ static const grpc_method methods[] = {
     {"/test.Echo/Fail", GRPC_UNARY, fail_with_msg, NULL, on_close, NULL},
     {"/test.Echo/Hold", GRPC_UNARY, hold, NULL, on_close, NULL},
     {"/test.Echo/HoldStream", GRPC_BIDI_STREAM, hold, NULL, on_close, NULL},
+    {"/test.Echo/HoldMany", GRPC_UNARY, hold_many, NULL, on_close, NULL},
+    {"/test.Echo/Big", GRPC_UNARY, big_reply, NULL, on_close, NULL},
 };
 
 /* ---- harness: server core + client session in memory ---- */
@@ -990,6 +1049,344 @@ static void test_alloc_failures(void **state)
 	}
 }
 
+/* ---- budgets (issue 10) ---- */
+
+static tc_stream *req_byte(tc_harness *h, const char *path, uint8_t b)
+{
+	tc_stream *st = tc_request(h, path, NULL);
+	tc_add_msg(st, &b, 1);
+	tc_end(st);
+	return st;
+}
+
+static void client_window(tc_harness *h, uint32_t w)
+{
+	nghttp2_settings_entry iv = {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, w};
+	assert_int_equal(nghttp2_submit_settings(h->cli, NGHTTP2_FLAG_NONE, &iv, 1), 0);
+}
+
+/* max_inflight unary calls unfinished: the connection stops processing input
+ * (the rest is left to the caller) and goes on, in order, as calls finish. */
+static void inflight_pause_run(size_t feed_chunk)
+{
+	grpc_server_opts o = {.max_inflight = 2};
+	tc_harness *h = new_harness(&o);
+	h->use_feed = true;
+	h->feed_chunk = feed_chunk;
+	tc_stream *s[5];
+	for (int i = 0; i < 5; i++)
+		s[i] = req_byte(h, "/test.Echo/HoldMany", (uint8_t)i);
+	tc_pump(h);
+	assert_int_equal(ts.nhelds, 2);
+	assert_int_equal(h->conn->inflight, 2);
+	assert_true(grpc_conn_paused(h->conn));
+	assert_true(h->in_len > 0); /* the rest of the input waits */
+	for (int k = 0; k < 5; k++) {
+		grpc_call *c = ts.helds[k];
+		assert_int_equal(c->stream_id, s[k]->id); /* dispatched in order */
+		assert_int_equal(grpc_call_send(c, (const uint8_t *)"ok", 2), 0);
+		assert_int_equal(grpc_call_finish(c, GRPC_OK, NULL), 0);
+		grpc_call_unref(c);
+		tc_pump(h);
+		assert_int_equal(ts.nhelds, MS_MIN(k + 3, 5));
+		assert_true(s[k]->closed);
+		assert_int_equal(s[k]->grpc_status, 0);
+	}
+	assert_false(grpc_conn_paused(h->conn));
+	assert_int_equal(h->in_len, 0);
+	assert_int_equal(h->conn->inflight, 0);
+	const char *want[] = {"ok"};
+	for (int i = 0; i < 5; i++)
+		check_msgs(s[i], 1, want);
+	tc_harness_free(h);
+}
+
+static void test_budget_inflight_pause(void **state)
+{
+	inflight_pause_run(0);
+	inflight_pause_run(1); /* byte by byte */
+}
+
+/* A unary call that stays in flight (a Lock waiting) stops counting after
+ * GRPC_INFLIGHT_NS, so its connection reads the request that unblocks it. */
+static void test_budget_inflight_expires(void **state)
+{
+	grpc_server_opts o = {.max_inflight = 1};
+	tc_harness *h = new_harness(&o);
+	h->use_feed = true;
+	req_byte(h, "/test.Echo/HoldMany", 0);
+	tc_stream *second = req_byte(h, "/test.Echo/Unary", 1);
+	tc_pump(h);
+	assert_int_equal(ts.nhelds, 1);
+	assert_true(grpc_conn_paused(h->conn));
+	int64_t due = grpc_conn_pop_new_deadline(h->conn);
+	assert_true(due > 0);
+	assert_true(grpc_conn_expire(h->conn, due - 1) == due); /* not yet */
+	assert_true(grpc_conn_paused(h->conn));
+	assert_int_equal(grpc_conn_expire(h->conn, due), 0);
+	assert_false(grpc_conn_paused(h->conn));
+	tc_pump(h);
+	assert_true(second->closed);
+	assert_int_equal(second->grpc_status, 0);
+	assert_int_equal(h->conn->inflight, 0);
+	grpc_call_finish(ts.helds[0], GRPC_OK, NULL);
+	grpc_call_unref(ts.helds[0]);
+	tc_pump(h);
+	tc_harness_free(h);
+}
+
+/* A client that grants no window: replies queue up to max_conn_out, then new
+ * unary requests are held (read, not dispatched); its WINDOW_UPDATE (here
+ * SETTINGS) is still read, the replies drain and the held calls run in order. */
+static void test_budget_reply_holds(void **state)
+{
+	grpc_server_opts o = {.max_conn_out = 10000};
+	tc_harness *h = new_harness(&o);
+	client_window(h, 0);
+	h->use_feed = true;
+	tc_stream *s[5];
+	for (int i = 0; i < 5; i++)
+		s[i] = req_byte(h, "/test.Echo/Big", 6); /* 6 KiB replies */
+	tc_pump(h);
+	assert_int_equal(ts.messages, 2);
+	assert_int_equal(h->conn->nheld, 3);
+	assert_true(h->conn->out_bytes >= 10000);
+	assert_false(grpc_conn_paused(h->conn)); /* reading goes on */
+	assert_int_equal(h->in_len, 0);
+	assert_true(h->conn->partial_bytes > 0); /* held messages count */
+	for (int i = 0; i < 5; i++)
+		assert_false(s[i]->closed);
+	client_window(h, 1 << 20);
+	tc_pump(h);
+	for (int i = 0; i < 5; i++) {
+		assert_true(s[i]->closed);
+		assert_int_equal(s[i]->grpc_status, 0);
+		assert_int_equal(s[i]->data_len, 6 * 1024 + 5);
+	}
+	assert_int_equal(ts.messages, 5);
+	assert_int_equal(h->conn->nheld, 0);
+	assert_int_equal(h->conn->out_bytes, 0);
+	assert_int_equal(h->conn->partial_bytes, 0);
+	tc_harness_free(h);
+}
+
+/* The server-wide reply budget: the connection that does not read is held,
+ * the one that reads is served. Counters return to zero. */
+static void test_budget_total_out_fair(void **state)
+{
+	grpc_budget b = {0};
+	grpc_server_opts o = {.max_total_out = (size_t)1 << 20};
+	tc_harness *bad = new_harness(&o);
+	tc_harness *good = tc_harness_new(&o, methods, MS_ARRAY_LEN(methods));
+	grpc_conn_set_budget(bad->conn, &b);
+	grpc_conn_set_budget(good->conn, &b);
+	client_window(bad, 0);
+	bad->use_feed = good->use_feed = true;
+	tc_stream *s[7];
+	for (int i = 0; i < 7; i++)
+		s[i] = req_byte(bad, "/test.Echo/Big", 255);
+	tc_pump(bad);
+	assert_int_equal(ts.messages, 5); /* 5 x 255 KiB passes 1 MiB */
+	assert_int_equal(bad->conn->nheld, 2);
+	assert_true(b.out_total >= ((size_t)1 << 20));
+	tc_stream *g[3];
+	for (int i = 0; i < 3; i++)
+		g[i] = req_byte(good, "/test.Echo/Big", 1);
+	tc_pump(good);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(g[i]->grpc_status, 0);
+	assert_int_equal(bad->conn->nheld, 2);
+	client_window(bad, 1 << 20);
+	tc_pump(bad);
+	for (int i = 0; i < 7; i++)
+		assert_int_equal(s[i]->grpc_status, 0);
+	assert_int_equal(b.out_total, 0);
+	assert_int_equal(b.partial_total, 0);
+	tc_harness_free(bad);
+	tc_harness_free(good);
+	assert_int_equal(b.calls_total, 0);
+}
+
+/* Bidi streams: messages that arrive while the reply budget is spent wait
+ * in the call's backlog (in order, counted), then run as replies drain. */
+static void test_budget_bidi_backlog(void **state)
+{
+	grpc_server_opts o = {.max_conn_out = 10000};
+	tc_harness *h = new_harness(&o);
+	client_window(h, 0);
+	h->use_feed = true;
+	h->feed_chunk = 700; /* messages cut across feeds and DATA frames */
+	tc_stream *st = tc_request(h, "/test.Echo/Bidi", NULL);
+	static uint8_t m[6000];
+	for (int i = 0; i < 3; i++) {
+		m[0] = (uint8_t)i;
+		tc_add_msg(st, m, sizeof m);
+	}
+	tc_pump(h);
+	assert_int_equal(ts.messages, 2); /* 2 x 6005 bytes queued: over 10000 */
+	assert_int_equal(h->conn->nheld, 1);
+	assert_true(h->conn->partial_bytes >= 6005);
+	for (int i = 3; i < 5; i++) {
+		m[0] = (uint8_t)i;
+		tc_add_msg(st, m, sizeof m);
+	}
+	tc_end(st);
+	tc_pump(h);
+	assert_int_equal(ts.messages, 2);
+	assert_int_equal(ts.half_closes, 0); /* the half-close waits behind the messages */
+	client_window(h, 1 << 20);
+	tc_pump(h);
+	assert_int_equal(ts.messages, 5);
+	assert_int_equal(ts.half_closes, 1);
+	assert_true(st->closed);
+	assert_int_equal(st->grpc_status, 0);
+	assert_int_equal(st->data_len, 5 * 6005);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(st->data[i * 6005 + 5], i); /* in order */
+	assert_int_equal(h->conn->nheld, 0);
+	assert_int_equal(h->conn->partial_bytes, 0);
+	assert_int_equal(h->conn->out_bytes, 0);
+	tc_harness_free(h);
+}
+
+/* A backlog past the partial budget ends its call, not the connection. */
+static void test_budget_bidi_backlog_bounded(void **state)
+{
+	grpc_budget b = {0};
+	grpc_server_opts o = {.max_conn_out = 10000, .max_total_partial = 100000};
+	tc_harness *h = new_harness(&o);
+	grpc_conn_set_budget(h->conn, &b);
+	client_window(h, 0);
+	h->use_feed = true;
+	tc_stream *st = tc_request(h, "/test.Echo/Bidi", NULL);
+	static uint8_t m[6000];
+	for (int i = 0; i < 40; i++)
+		tc_add_msg(st, m, sizeof m);
+	tc_pump(h);
+
+	assert_true(b.partial_total <= 100000);
+	assert_int_equal(h->conn->nheld, 0);
+	tc_stream *st2 = req_byte(h, "/test.Echo/Unary", 'k'); /* the connection still works */
+	client_window(h, 1 << 20);
+	tc_pump(h);
+	assert_int_equal(st2->grpc_status, 0);
+	assert_true(st->closed);
+	assert_int_equal(st->grpc_status, GRPC_RESOURCE_EXHAUSTED);
+	assert_string_equal(st->grpc_message, "grpc: too much partial request data on the server");
+	tc_harness_free(h);
+	assert_int_equal(b.partial_total, 0);
+}
+
+/* Unfinished messages across connections are bounded server-wide, by the
+ * buffers' capacity. */
+static void test_budget_total_partial(void **state)
+{
+	grpc_budget b = {0};
+	grpc_server_opts o = {.max_total_partial = 250000};
+	tc_harness *ha = new_harness(&o);
+	tc_harness *hb = tc_harness_new(&o, methods, MS_ARRAY_LEN(methods));
+	grpc_conn_set_budget(ha->conn, &b);
+	grpc_conn_set_budget(hb->conn, &b);
+	static uint8_t part[120000];
+	uint8_t hdr[5] = {0, 0, 0x03, 0x0d, 0x40}; /* 200000 */
+	tc_stream *a = tc_request(ha, "/test.Echo/Bidi", NULL);
+	tc_add_raw(a, hdr, 5);
+	tc_add_raw(a, part, 80000);
+	tc_pump(ha);
+	assert_false(a->closed);
+	assert_int_equal(b.partial_total, 131072); /* the buffer, not the bytes */
+	tc_stream *bs = tc_request(hb, "/test.Echo/Bidi", NULL);
+	tc_add_raw(bs, hdr, 5);
+	tc_add_raw(bs, part, 80000);
+	tc_pump(hb);
+	assert_true(bs->closed);
+	assert_int_equal(bs->grpc_status, GRPC_RESOURCE_EXHAUSTED);
+	assert_string_equal(bs->grpc_message, "grpc: too much partial request data on the server");
+	assert_int_equal(b.partial_total, 131072);
+	tc_add_raw(a, part, 120000); /* a completes: its buffer is released */
+	tc_pump(ha);
+	assert_int_equal(ts.messages, 1);
+	assert_int_equal(b.partial_total, 0);
+	tc_stream *b2 = tc_request(hb, "/test.Echo/Bidi", NULL);
+	tc_add_raw(b2, hdr, 5);
+	tc_add_raw(b2, part, 80000);
+	tc_pump(hb);
+	assert_false(b2->closed);
+	tc_end(a);
+	tc_end(b2);
+	tc_pump(ha);
+	tc_pump_lenient(hb);
+	tc_harness_free(ha);
+	tc_harness_free(hb);
+	assert_int_equal(b.partial_total, 0);
+	assert_int_equal(b.calls_total, 0);
+}
+
+/* Header-only streams: the stream limit and the server-wide call limit hold
+ * however many the client opens. */
+static void test_budget_stream_flood(void **state)
+{
+	for (int pass = 0; pass < 2; pass++) {
+		grpc_budget b = {0};
+		grpc_server_opts o = {.max_concurrent_streams = 10, .max_total_calls = 5};
+		tc_harness *h = new_harness(&o);
+		if (pass == 1)
+			grpc_conn_set_budget(h->conn, &b);
+		h->use_feed = true;
+		h->feed_chunk = pass ? 1 : 0;
+		tc_stream *s[60];
+		for (int i = 0; i < 60; i++)
+			s[i] = tc_request(h, "/test.Echo/Unary", NULL); /* headers, no message, no end */
+		tc_pump(h);
+		uint32_t limit = pass ? 5 : 10;
+		int refused = 0;
+		for (int i = 0; i < 60; i++)
+			refused += s[i]->rst && s[i]->rst_code == NGHTTP2_REFUSED_STREAM;
+		assert_true(grpc_conn_open_calls(h->conn) <= limit);
+		assert_true(grpc_conn_open_calls(h->conn) >= 1);
+		assert_true(refused >= 60 - (int)limit);
+		if (pass == 1)
+			assert_int_equal(b.calls_total, grpc_conn_open_calls(h->conn));
+		tc_harness_free(h);
+		assert_int_equal(b.calls_total, 0);
+	}
+}
+
+/* Request headers are checked as grpc-go checks them; any :authority value
+ * is accepted (clientv3 sends "http://host:port" for such endpoints). */
+static void test_request_header_checks(void **state)
+{
+	tc_harness *h = new_harness(NULL);
+	tc_authority = "http://127.0.0.1:2379";
+	tc_stream *ok = req_byte(h, "/test.Echo/Unary", 'a');
+	tc_authority = "localhost";
+	const char *bad[][3] = {
+	    {"Upper", "x", NULL},
+	    {"connection", "close", NULL},
+	    {"te", "gzip", NULL},
+	    {"x-bad", "a\nb", NULL},
+	    {":path", "/test.Echo/Unary", NULL},
+	    {"x-nul", "a\x01", NULL},
+	    {"transfer-encoding", "chunked", NULL},
+	};
+	tc_stream *s[MS_ARRAY_LEN(bad)];
+	for (size_t i = 0; i < MS_ARRAY_LEN(bad); i++) {
+		s[i] = tc_request(h, "/test.Echo/Unary", bad[i]);
+		tc_add_msg(s[i], (const uint8_t *)"x", 1);
+		tc_end(s[i]);
+	}
+	tc_pump(h);
+	assert_true(ok->closed);
+	assert_int_equal(ok->grpc_status, 0);
+	for (size_t i = 0; i < MS_ARRAY_LEN(bad); i++) {
+		if (!s[i]->rst)
+			fail_msg("header %s: not reset (status %d)", bad[i][0], s[i]->grpc_status);
+		assert_int_equal(s[i]->rst_code, NGHTTP2_PROTOCOL_ERROR);
+	}
+	assert_int_equal(ts.messages, 1);
+	tc_harness_free(h);
+}
+
 /* ---- HTTP/1.1 ---- */
 
 static struct {
@@ -1326,6 +1723,228 @@ static void test_server_socket_http1(void **state)
 	assert_int_equal(hs.calls, 3);
 }
 
+/* Reads until the server closes; returns the milliseconds it took. */
+static int64_t tc_ms_until_closed(int fd)
+{
+	int64_t t0 = ms_now_mono_ns();
+	uint8_t b[4096];
+	while (tc_read_some(fd, b, sizeof b) > 0) {
+	}
+	return (ms_now_mono_ns() - t0) / 1000000;
+}
+
+/* A round trip on a socket client: its handshake is done on the server. */
+static void tc_sock_unary(tc_harness *h)
+{
+	tc_stream *st = tc_request(h, "/test.Echo/Unary", NULL);
+	tc_add_msg(st, (const uint8_t *)"rt", 2);
+	tc_end(st);
+	tc_sock_pump_until_closed(h, st);
+	assert_int_equal(st->grpc_status, 0);
+}
+
+/* Handshake and HTTP/1 idle timeouts; a closing connection whose client
+ * does not read is dropped too. */
+static void test_server_socket_timeouts(void **state)
+{
+	memset(&hs, 0, sizeof hs);
+	grpc_server_opts o = {.handshake_ms = 300, .http1_idle_ms = 400, .http1 = http1_handler};
+	tc_server srv;
+	tc_server_start(&srv, &o);
+	/* nothing sent */
+	int a = tc_connect(srv.port);
+	int64_t ms = tc_ms_until_closed(a);
+	assert_true(ms >= 250 && ms < 20000);
+	close(a);
+	/* half an HTTP/2 preface */
+	a = tc_connect(srv.port);
+	tc_write_all(a, "PRI * HTTP/2.0\r\n", 16);
+	ms = tc_ms_until_closed(a);
+	assert_true(ms >= 250 && ms < 20000);
+	close(a);
+	/* the preface but no SETTINGS */
+	a = tc_connect(srv.port);
+	tc_write_all(a, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
+	ms = tc_ms_until_closed(a);
+	assert_true(ms >= 250 && ms < 20000);
+	close(a);
+	/* an HTTP/1 head that never ends */
+	a = tc_connect(srv.port);
+	tc_write_all(a, "GET /health HTTP/1.1\r\nHost: x\r\n", 31);
+	ms = tc_ms_until_closed(a);
+	assert_true(ms >= 250 && ms < 20000);
+	close(a);
+	/* HTTP/1 keep-alive: served, then closed when idle */
+	a = tc_connect(srv.port);
+	const char *req = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+	char resp[4096];
+	tc_write_all(a, req, strlen(req));
+	tc_read_http1(a, resp, sizeof resp);
+	assert_true(strncmp(resp, "HTTP/1.1 200 OK\r\n", 17) == 0);
+	ms = tc_ms_until_closed(a);
+	assert_true(ms >= 300 && ms < 20000);
+	close(a);
+	/* an HTTP/2 client past its handshake is not timed out */
+	tc_harness *h = tc_sock_client(srv.port);
+	tc_sock_unary(h);
+	struct pollfd pfd = {.fd = h->fd, .events = POLLIN};
+	assert_int_equal(poll(&pfd, 1, 800), 0); /* nothing, no close, for twice the timeout */
+	tc_sock_unary(h);
+	tc_sock_client_free(h);
+	tc_server_stop(&srv);
+}
+
+/* The connection limit: a connection still in its handshake makes room for
+ * a new one; when every connection is past it, the new one is closed at once. */
+static void test_server_socket_conn_limit(void **state)
+{
+	grpc_server_opts o = {.handshake_ms = 20000, .max_conns = 2};
+	tc_server srv;
+	tc_server_start(&srv, &o);
+	int x = tc_connect(srv.port), y = tc_connect(srv.port);
+	tc_harness *h = tc_sock_client(srv.port); /* the third: x, the oldest, goes */
+	tc_sock_unary(h);
+	assert_true(tc_ms_until_closed(x) < 10000);
+	close(x);
+	tc_harness *h2 = tc_sock_client(srv.port); /* y goes */
+	tc_sock_unary(h2);
+	assert_true(tc_ms_until_closed(y) < 10000);
+	close(y);
+	/* both connections are past their handshake: a third is refused */
+	int z = tc_connect(srv.port);
+	assert_true(tc_ms_until_closed(z) < 10000);
+	close(z);
+	tc_sock_unary(h);
+	tc_sock_unary(h2);
+	tc_sock_client_free(h);
+	tc_sock_client_free(h2);
+	tc_server_stop(&srv);
+}
+
+/* --max-concurrent-streams reaches the SETTINGS the server sends. */
+static void test_server_socket_max_streams(void **state)
+{
+	tc_server srv;
+	tc_server_start(&srv, NULL);
+	uint32_t want[] = {1000, 7}; /* the default, then the setter's */
+	for (int k = 0; k < 2; k++) {
+		if (k == 1) {
+			event_base_loopexit(srv.base, NULL); /* the setter runs on the loop's thread */
+			pthread_join(srv.thread, NULL);
+			grpc_server_set_max_concurrent_streams(srv.srv, 7);
+			assert_int_equal(pthread_create(&srv.thread, NULL, tc_loop, srv.base), 0);
+		}
+		int fd = tc_connect(srv.port);
+		tc_write_all(fd, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\4\0\0\0\0\0", 33);
+		uint8_t buf[256];
+		size_t got = 0;
+		while (got < 9 || got < 9 + ((size_t)buf[0] << 16 | (size_t)buf[1] << 8 | buf[2])) {
+			ssize_t r = tc_read_some(fd, buf + got, sizeof buf - got);
+			assert_true(r > 0);
+			got += (size_t)r;
+		}
+		assert_int_equal(buf[3], NGHTTP2_SETTINGS);
+		size_t len = (size_t)buf[0] << 16 | (size_t)buf[1] << 8 | buf[2];
+		bool found = false;
+		for (size_t off = 9; off + 6 <= 9 + len; off += 6) {
+			uint16_t id = (uint16_t)(buf[off] << 8 | buf[off + 1]);
+			uint32_t v = (uint32_t)buf[off + 2] << 24 | (uint32_t)buf[off + 3] << 16 |
+			             (uint32_t)buf[off + 4] << 8 | buf[off + 5];
+			if (id == NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) {
+				assert_int_equal(v, want[k]);
+				found = true;
+			}
+		}
+		assert_true(found);
+		close(fd);
+	}
+	tc_server_stop(&srv);
+}
+
+/* Out of file descriptors: accept fails with EMFILE; the server backs off
+ * (a handful of failures, not a spinning loop) and serves again once
+ * descriptors free up. The server runs in a child process with a low
+ * RLIMIT_NOFILE. */
+static void emfile_stop(evutil_socket_t fd, short what, void *arg)
+{
+	event_base_loopbreak(arg);
+}
+
+static void emfile_child(int to_parent, int stop_fd)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		_exit(2);
+	rl.rlim_cur = 64;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		_exit(3);
+	struct event_base *base = event_base_new();
+	grpc_server_opts o = {.max_conns = 10000, .handshake_ms = 300};
+	grpc_server *s;
+	ms_err err = {0};
+	int port = 0;
+	if (!base || grpc_server_new(base, &o, methods, MS_ARRAY_LEN(methods), &s, &err) ||
+	    grpc_server_listen(s, "127.0.0.1", 0, &port, &err))
+		_exit(4);
+	struct event *ev = event_new(base, stop_fd, EV_READ, emfile_stop, base);
+	if (!ev || event_add(ev, NULL) || write(to_parent, &port, sizeof port) != sizeof port)
+		_exit(5);
+	event_base_dispatch(base);
+	uint64_t n = grpc_server_accept_errors(s);
+	event_free(ev);
+	grpc_server_free(s);
+	event_base_free(base);
+	if (write(to_parent, &n, sizeof n) != sizeof n)
+		_exit(6);
+	_exit(0);
+}
+
+static void test_server_socket_emfile_backoff(void **state)
+{
+	int up[2], stop[2];
+	assert_int_equal(pipe(up), 0);
+	assert_int_equal(pipe(stop), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(up[0]);
+		close(stop[1]);
+		emfile_child(up[1], stop[0]);
+	}
+	close(up[1]);
+	close(stop[0]);
+	int port = 0;
+	assert_int_equal(read(up[0], &port, sizeof port), (ssize_t)sizeof port);
+	enum { N = 100 };
+	int fds[N];
+	for (int i = 0; i < N; i++)
+		fds[i] = tc_connect(port); /* the backlog takes what the server cannot accept */
+	/* the accepted ones are closed by the handshake timeout, which frees
+	 * descriptors for the rest: every connection ends */
+	for (int i = 0; i < N; i++) {
+		assert_true(tc_ms_until_closed(fds[i]) < 30000);
+		close(fds[i]);
+	}
+	/* and a new client is served */
+	int fd = tc_connect(port);
+	const char *req = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+	tc_write_all(fd, req, strlen(req));
+	char resp[1024];
+	tc_read_http1(fd, resp, sizeof resp);
+	assert_true(strncmp(resp, "HTTP/1.1 404 ", 13) == 0);
+	close(fd);
+	close(stop[1]);
+	uint64_t errors = 0;
+	assert_int_equal(read(up[0], &errors, sizeof errors), (ssize_t)sizeof errors);
+	close(up[0]);
+	int st = 0;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	print_message("accept errors while out of descriptors: %llu\n", (unsigned long long)errors);
+	assert_true(errors >= 1);
+	assert_true(errors <= 40); /* backing off: 50 ms doubling to 1 s */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1353,11 +1972,24 @@ int main(void)
 	    cmocka_unit_test(test_conn_free_closes_calls),
 	    cmocka_unit_test(test_many_streams),
 	    cmocka_unit_test(test_alloc_failures),
+	    cmocka_unit_test(test_budget_inflight_pause),
+	    cmocka_unit_test(test_budget_inflight_expires),
+	    cmocka_unit_test(test_budget_reply_holds),
+	    cmocka_unit_test(test_budget_total_out_fair),
+	    cmocka_unit_test(test_budget_total_partial),
+	    cmocka_unit_test(test_budget_bidi_backlog),
+	    cmocka_unit_test(test_budget_bidi_backlog_bounded),
+	    cmocka_unit_test(test_budget_stream_flood),
+	    cmocka_unit_test(test_request_header_checks),
 	    cmocka_unit_test(test_http1),
 	    cmocka_unit_test(test_server_socket_unary),
 	    cmocka_unit_test(test_server_socket_deadline),
 	    cmocka_unit_test(test_server_socket_broken_peer),
 	    cmocka_unit_test(test_server_socket_http1),
+	    cmocka_unit_test(test_server_socket_timeouts),
+	    cmocka_unit_test(test_server_socket_conn_limit),
+	    cmocka_unit_test(test_server_socket_max_streams),
+	    cmocka_unit_test(test_server_socket_emfile_backoff),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
