@@ -92,12 +92,13 @@ $(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(LIB)
 deps:
 	@sh tools/deps.sh
 
-build-tests: $(UNIT_BINS) $(TEST_TOOLS)
+build-tests: $(UNIT_BINS) $(TEST_TOOLS) $(BUILD)/tests/gen_seeds
 
 # `make test`: every unit test binary, then the integration tests.
 test: deps
 	@$(MAKE) --no-print-directory all build-tests
 	@sh tests/run.sh unit $(UNIT_BINS)
+	@$(MAKE) --no-print-directory fuzz-test
 	@sh tests/run.sh integration
 
 test-unit: all build-tests
@@ -150,16 +151,58 @@ sim: deps
 	@$(MAKE) --no-print-directory $(BUILD)/tests/test_raft_sim
 	SIM_SEEDS=$(SIM_SEEDS) $(BUILD)/tests/test_raft_sim
 
-# libFuzzer targets under tests/fuzz/ (clang), each run for FUZZ_SECONDS.
-FUZZ_SECONDS ?= 60
-FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
-fuzz: deps
-	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang SAN=fuzzer,address,undefined OPT=-O1 build-fuzz/libmetastore.a
+# libFuzzer targets under tests/fuzz/fuzz_*.c (clang; libFuzzer comes with
+# libclang-rt-dev, installed by tools/deps.sh). `make fuzz FUZZ_S=N` runs each
+# for N seconds from the committed seeds (tests/fuzz/corpus/<target>/, new
+# inputs go to build-fuzz/corpus/<target>/) and FAILS on a crash, a leak, a
+# timeout (FUZZ_TIMEOUT s per input) or an out-of-memory; the reproducer is
+# left in build-fuzz/artifacts/. `make test` runs each for FUZZ_TEST_S.
+# `make fuzz-seeds` regenerates the committed seeds (tests/fuzz/gen_seeds.c).
+FUZZ_S       ?= $(or $(FUZZ_SECONDS),60)
+FUZZ_TEST_S  ?= 3
+FUZZ_TIMEOUT ?= 10
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS    := $(patsubst tests/fuzz/%.c,build-fuzz/bin/%,$(FUZZ_SRC))
+FUZZ_SAN     := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+FUZZ_LIB_SAN := fuzzer-no-link,address,undefined
+
+# The instrumented library is built by a sub-make (its own BUILD dir); the
+# targets link against it from this one, where it has no rule of its own.
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=build-fuzz BIN=build-fuzz/bin CC=clang SAN=$(FUZZ_LIB_SAN) OPT=-O1 \
+	  EXTRA_CFLAGS=-fno-sanitize-recover=undefined CI= build-fuzz/libmetastore.a
+	@$(MAKE) --no-print-directory -s $(FUZZ_BINS)
+
+build-fuzz/bin/%: tests/fuzz/%.c tests/fuzz/fuzz_types.h build-fuzz/libmetastore.a
 	@mkdir -p build-fuzz/bin
-	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  clang -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -I. -Ibuild-fuzz/gen $$f build-fuzz/libmetastore.a $(LIBS) -o build-fuzz/bin/$$n || exit 1; \
-	  mkdir -p build-fuzz/corpus/$$n; \
-	  echo "== $$n ($(FUZZ_SECONDS)s)"; build-fuzz/bin/$$n -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus/$$n tests/fuzz/corpus/$$n 2>&1 | tail -3 || exit 1; done
+	clang -std=gnu11 -D_GNU_SOURCE -g -O1 $(FUZZ_SAN) -I. -Ibuild-fuzz/gen $< build-fuzz/libmetastore.a $(LIBS) -o $@
+
+# run-fuzz SECONDS: each target in turn; the first failure stops the loop.
+define run-fuzz
+	@mkdir -p build-fuzz/artifacts build-fuzz/logs
+	@for b in $(FUZZ_BINS); do n=$$(basename $$b); mkdir -p build-fuzz/corpus/$$n tests/fuzz/corpus/$$n; \
+	  printf '== fuzz %s (%ss): ' $$n $(1); \
+	  if UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $$b -max_total_time=$(1) -timeout=$(FUZZ_TIMEOUT) -rss_limit_mb=2048 -print_final_stats=1 \
+	       -artifact_prefix=build-fuzz/artifacts/$$n- build-fuzz/corpus/$$n tests/fuzz/corpus/$$n \
+	       >build-fuzz/logs/$$n.log 2>&1; then \
+	    grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE' build-fuzz/logs/$$n.log | tail -1; \
+	  else echo FAILED; tail -40 build-fuzz/logs/$$n.log; echo "fuzz: $$n failed (log build-fuzz/logs/$$n.log)"; exit 1; fi; \
+	done; echo "fuzz: $(words $(FUZZ_BINS)) targets passed"
+endef
+
+fuzz: deps
+	@$(MAKE) --no-print-directory fuzz-build
+	$(call run-fuzz,$(FUZZ_S))
+
+fuzz-test: fuzz-build
+	$(call run-fuzz,$(FUZZ_TEST_S))
+
+$(BUILD)/tests/gen_seeds: tests/fuzz/gen_seeds.c tests/fuzz/fuzz_types.h $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LIBS)
+
+fuzz-seeds: $(BUILD)/tests/gen_seeds
+	$(BUILD)/tests/gen_seeds tests/fuzz/corpus
 
 # smaller sizes for the heavy tests: valgrind is ~30x slower
 valgrind: all build-tests
@@ -178,9 +221,9 @@ format-check:
 	clang-format --dry-run --Werror $(FORMAT_SRC)
 
 clean:
-	rm -rf $(BUILD) $(BIN) build-asan build-ubsan build-tsan
+	rm -rf $(BUILD) $(BIN) build-asan build-ubsan build-tsan build-fuzz
 
-.PHONY: bench-lease-watch all deps test test-unit test-integration build-tests run cluster asan ubsan tsan sim fuzz valgrind bench format format-check clean e2e-etcd
+.PHONY: bench-lease-watch all deps test test-unit test-integration build-tests run cluster asan ubsan tsan sim fuzz fuzz-build fuzz-test fuzz-seeds valgrind bench format format-check clean e2e-etcd
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -146,6 +146,10 @@ int ms_pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t 
 			return bad_read(err, MS_EINVAL);
 		uint32_t id = (uint32_t)(tag >> 3);
 		unsigned wt = (unsigned)(tag & 7);
+		/* in the order etcd's decoder checks, so the words match */
+		if (wt == 4)
+			return ms_err_set(err, MS_EINVAL, "proto: %s: wiretype end group for non-group",
+			                  type_name(f->d));
 		if (id == 0)
 			return ms_err_set(err, MS_EINVAL, "proto: %s: illegal tag 0 (wire type %u)", type_name(f->d),
 			                  wt);
@@ -188,9 +192,6 @@ int ms_pb_check(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t 
 			pos = end;
 			break;
 		}
-		case 4:
-			return ms_err_set(err, MS_EINVAL, "proto: %s: wiretype end group for non-group",
-			                  type_name(f->d));
 		default: /* 3 (groups: protobuf-c has none), 6, 7 */
 			return ms_err_set(err, MS_EINVAL, "proto: illegal wireType %u", wt);
 		}

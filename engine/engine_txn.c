@@ -1,7 +1,16 @@
 /* engine_txn.c — etcd's request checks (empty key, ignore_* combinations,
  * too many ops, the duplicate-key rule of v3rpc/key.go checkIntervals) and
  * Txn: compares on the pre-txn view, nested txns, one main revision for
- * all writes (etcdserver/apply.go). */
+ * all writes (etcdserver/apply.go).
+ *
+ * The walks over nested txns here (checks, duplicate keys, compares, apply,
+ * the response) recurse once per nesting level. That is bounded: every
+ * TxnRequest reaching the engine was wire-checked before protobuf-c built
+ * it (common/pbcheck.h: a client's in api/api.c, a log entry's in
+ * server/apply.c), so it nests at most MS_PB_MAX_DEPTH / 2 = 128 txns, and
+ * 128 levels of these frames are a few tens of KiB of stack
+ * (tests/unit/test_pbcheck.c checks and packs the deepest on a 1 MiB stack;
+ * test_hostile_decode.sh applies it). */
 #include "engine/engine_int.h"
 
 #include <protobuf-c/protobuf-c.h>
