@@ -166,4 +166,13 @@ equal_hashes() {
 	[ "$(for i in 1 2 3; do ctl "${CEP[$i]}" endpoint hashkv -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["HashKV"]["hash"])'; done | sort -u | wc -l)" -eq 1 ]
 }
 check "HashKV equal on all members" wait_for "hashes" 20 equal_hashes
+
+# 8. a removed member: once its removal is applied (and a grace period for
+#    the leader to tell it has passed) its id is refused like a made-up one
+ctl "${CEP[$L]}" member remove "$(printf %x "${MIDS[$O]}")" >/dev/null || fail "member remove"
+check "the removed member stops" wait_for "removed member exits" 30 bash -c "! kill -0 ${CPID[$O]} 2>/dev/null"
+refused_removed() {
+	"${PROBE[@]}" raft 127.0.0.1 "${PPORT[$L]}" "$CID" "${MIDS[$O]}" "${MIDS[$L]}" 1 | grep -q "connection closed"
+}
+check "the removed member's id is refused by the leader" wait_for "removed id refused" 30 refused_removed
 finish
