@@ -385,10 +385,9 @@ static void on_publish_done(void *arg, int code, ProtobufCMessage *resp, const c
 {
 	ms_server *s = arg;
 	s->publish_inflight = false;
-	if (code) {
-		propose_publish(s); /* retried until it commits, as etcd does */
-		return;
-	}
+	if (code)
+		return; /* the sweep retries it until it commits, as etcd does (not at once: a leader
+		         * refusing it, e.g. with too many requests, answers quickly) */
 	if (s->cfg.on_ready)
 		s->cfg.on_ready(s->cfg.ready_ud);
 	propose_cluster_version(s);
