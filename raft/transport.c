@@ -645,9 +645,8 @@ static int snap_announce(tr_conn *c, const uint8_t *p, size_t len)
 	uint64_t need = bytes + t->snap_reserve + t->snap_reserved; /* each term is capped well below 2^62 */
 	if (need > avail) {
 		MS_WARN(LOG_PKG,
-		        "refused a snapshot from peer %llx: %llu bytes would not fit in %s (%llu bytes free, %llu kept "
-		        "free, "
-		        "%llu promised to other streams)",
+		        "refused a snapshot from peer %llx: %llu bytes would not fit in %s "
+		        "(%llu bytes free, %llu kept free, %llu promised to other streams)",
 		        (unsigned long long)c->from, (unsigned long long)bytes, t->snap_dir, (unsigned long long)avail,
 		        (unsigned long long)t->snap_reserve, (unsigned long long)t->snap_reserved);
 		return MS_EIO;

@@ -307,6 +307,8 @@ static void fail_expired_reads(read_req **list, int64_t now)
 	}
 }
 
+static void on_peers_gone(evutil_socket_t fd, short what, void *arg);
+
 static void on_sweep(evutil_socket_t fd, short what, void *arg)
 {
 	ms_server *s = arg;
@@ -385,10 +387,9 @@ static void on_publish_done(void *arg, int code, ProtobufCMessage *resp, const c
 {
 	ms_server *s = arg;
 	s->publish_inflight = false;
-	if (code) {
-		propose_publish(s); /* retried until it commits, as etcd does */
-		return;
-	}
+	if (code)
+		return; /* the sweep retries it until it commits, as etcd does (not at once: a leader
+		         * refusing it, e.g. with too many requests, answers quickly) */
 	if (s->cfg.on_ready)
 		s->cfg.on_ready(s->cfg.ready_ud);
 	propose_cluster_version(s);
@@ -662,11 +663,22 @@ int ms_server_new(struct event_base *base, const ms_server_config *cfg, ms_serve
 		goto fail;
 	}
 	size_t npeers = 0;
+	s->peer_ids = ms_calloc(s->members->n_members + 1, sizeof *s->peer_ids);
+	if (!s->peer_ids) {
+		ms_free(voters);
+		ms_free(peers);
+		ms_free(snap_dir);
+		rc = ms_err_set(err, MS_ENOMEM, "out of memory");
+		goto fail;
+	}
 	for (size_t i = 0; i < s->members->n_members; i++) {
 		Etcdserverpb__Member *m = s->members->members[i];
-		if (m->id != s->id)
+		if (m->id != s->id) {
+			s->peer_ids[npeers] = m->id;
 			peers[npeers++] = (raft_node_peer){m->id, m->peerurls, m->n_peerurls};
+		}
 	}
+	s->n_peer_ids = npeers;
 	raft_node_config rc_cfg = {
 	    .id = s->id,
 	    .cluster_id = s->cluster_id,
@@ -721,7 +733,8 @@ int ms_server_start(ms_server *s, ms_err *err)
 	s->results_ev = event_new(s->base, ms_queue_fd(s->results_q), EV_READ | EV_PERSIST, ms_server_results_cb, s);
 	s->read_done_ev = event_new(s->base, ms_queue_fd(s->read_done_q), EV_READ | EV_PERSIST, on_read_done, s);
 	s->sweep_ev = event_new(s->base, -1, EV_PERSIST, on_sweep, s);
-	if (!s->results_ev || !s->read_done_ev || !s->sweep_ev)
+	s->gone_ev = evtimer_new(s->base, on_peers_gone, s);
+	if (!s->results_ev || !s->read_done_ev || !s->sweep_ev || !s->gone_ev)
 		return ms_err_set(err, MS_ENOMEM, "out of memory");
 	struct timeval tv = {0, 100000};
 	event_add(s->results_ev, NULL);
@@ -801,6 +814,10 @@ void ms_server_free(ms_server *s)
 		event_free(s->read_done_ev);
 	if (s->sweep_ev)
 		event_free(s->sweep_ev);
+	if (s->gone_ev)
+		event_free(s->gone_ev);
+	ms_free(s->peer_ids);
+	ms_free(s->gone_ids);
 	ms_queue_del(s->results_q);
 	ms_queue_del(s->read_q);
 	ms_queue_del(s->read_done_q);
@@ -928,21 +945,65 @@ void ms_server_drop_waiter(ms_server *s, uint64_t id)
 	ms_free(ms_server_waiter_take(s, id));
 }
 
+#define PEER_GRACE_S 5
+
+static bool id_in(const uint64_t *ids, size_t n, uint64_t id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ids[i] == id)
+			return true;
+	return false;
+}
+
+/* loop, PEER_GRACE_S after removals: the removed members leave the
+ * transport (their frames are refused from now on), unless re-added. */
+static void on_peers_gone(evutil_socket_t fd, short what, void *arg)
+{
+	ms_server *s = arg;
+	for (size_t i = 0; i < s->n_gone_ids; i++)
+		if (!id_in(s->peer_ids, s->n_peer_ids, s->gone_ids[i]))
+			raft_node_remove_peer(s->node, s->gone_ids[i]);
+	s->n_gone_ids = 0;
+}
+
 /* loop: the transport's peers follow the applied member list; a member
  * removed from the cluster stops, as etcd does. */
 void ms_server_members_changed(ms_server *s)
 {
 	pthread_mutex_lock(&s->members_mu);
 	bool self = false;
-	for (size_t i = 0; i < s->members->n_members; i++) {
+	size_t n = s->members->n_members;
+	uint64_t *ids = ms_calloc(n + 1, sizeof *ids),
+	         *gone = ms_realloc(s->gone_ids, (s->n_gone_ids + s->n_peer_ids + 1) * sizeof *gone);
+	if (gone)
+		s->gone_ids = gone;
+	size_t nids = 0;
+	for (size_t i = 0; i < n; i++) {
 		Etcdserverpb__Member *m = s->members->members[i];
 		if (m->id == s->id) {
 			self = true;
 			atomic_store(&s->is_learner, m->islearner);
-		} else
+		} else {
 			raft_node_set_peer(s->node, m->id, m->peerurls, m->n_peerurls);
+			if (ids)
+				ids[nids++] = m->id;
+		}
 	}
 	pthread_mutex_unlock(&s->members_mu);
+	if (ids && gone) {
+		for (size_t i = 0; i < s->n_peer_ids; i++)
+			if (!id_in(ids, nids, s->peer_ids[i]) && !id_in(s->gone_ids, s->n_gone_ids, s->peer_ids[i]))
+				s->gone_ids[s->n_gone_ids++] = s->peer_ids[i];
+		ms_free(s->peer_ids);
+		s->peer_ids = ids;
+		s->n_peer_ids = nids;
+		if (s->n_gone_ids && s->gone_ev) {
+			struct timeval tv = {PEER_GRACE_S, 0};
+			evtimer_add(s->gone_ev, &tv);
+		}
+	} else {
+		ms_free(ids); /* out of memory: removed members stay peers until the next change */
+	}
 	if (!self) {
 		MS_WARN("etcdserver", "the member has been permanently removed from the cluster");
 		MS_WARN("etcdserver", "the data-dir used by this member must be removed.");

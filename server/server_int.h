@@ -89,6 +89,12 @@ struct ms_server {
 	/* MoveLeader calls waiting for the transferee to lead (loop thread) */
 	struct move_wait *moves;
 	void *peer_calls; /* peer.c's pending calls */
+	/* transport peers: the other members; a removed one is dropped from
+	 * the transport PEER_GRACE_S after its removal is applied here, so the
+	 * leader's next messages can still tell it that it was removed */
+	uint64_t *peer_ids, *gone_ids;
+	size_t n_peer_ids, n_gone_ids;
+	struct event *gone_ev;
 
 	/* linearizable reads (loop thread) */
 	read_req *reads_queued;   /* waiting for the next ReadIndex round */
