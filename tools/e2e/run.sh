@@ -49,6 +49,8 @@ CTL=$(command -v etcdctl) || { echo "e2e-etcd: no etcdctl on PATH" >&2; exit 1; 
 BINDIR=$OUT/bin$SUFFIX
 LOGS=$OUT/logs$SUFFIX
 RESULTS=$OUT/results$SUFFIX.txt
+# a partial run (ONLY=) keeps the full run's list
+[ -n "${ONLY:-}" ] && RESULTS=$OUT/results$SUFFIX.only.txt
 # One test (`run.sh --one NAME`, the environment set up below): its own netns
 # with loopback up; cwd is the suite's directory (it reads
 # ../../integration/fixtures and ../../etcd.conf.yml.sample from there).
@@ -122,17 +124,18 @@ fi
 # The test list, minus the skipped patterns.
 SKIP_RE=$(grep -v '^#' "$SKIP" | sed -n 's/ # .*//p' | paste -sd'|' -)
 "$TEST_BIN" -test.list '.*' | grep '^Test' | grep -Ev "^($SKIP_RE)\$" >"$OUT/list$SUFFIX.txt"
+LIST=$OUT/list$SUFFIX.txt
 if [ -n "${ONLY:-}" ]; then
 	grep -E "${ONLY}" "$OUT/list$SUFFIX.txt" >"$OUT/list$SUFFIX.only" || true
-	mv "$OUT/list$SUFFIX.only" "$OUT/list$SUFFIX.txt"
+	LIST=$OUT/list$SUFFIX.only
 fi
-TOTAL=$(wc -l <"$OUT/list$SUFFIX.txt")
+TOTAL=$(wc -l <"$LIST")
 echo "e2e-etcd: $TOTAL tests with etcd=$ETCD (timeout ${TIMEOUT}s each, $JOBS at a time)"
 
 # (in braces: sh reads it whole, so editing this file mid-run is harmless)
 {
 : >"$RESULTS.tmp"
-xargs -P "$JOBS" -n 1 "$0" --one <"$OUT/list$SUFFIX.txt" | tee -a "$RESULTS.tmp"
+xargs -P "$JOBS" -n 1 "$0" --one <"$LIST" | tee -a "$RESULTS.tmp"
 PASSED=$(grep -c '^PASS ' "$RESULTS.tmp")
 sort -k2 "$RESULTS.tmp" >"$RESULTS"
 rm -f "$RESULTS.tmp"
