@@ -4,7 +4,7 @@
  *
  * Threads: everything runs on the loop thread that owns the server.
  * Not served yet (answered with Unimplemented, never faked): Watch, Lease,
- * Auth, Election/Lock, Maintenance Snapshot/Defragment/MoveLeader/Hash, and
+ * Auth, Election/Lock, Maintenance Snapshot/Hash, and
  * the JSON gateway (HTTP 501). */
 #ifndef MS_API_H
 #define MS_API_H

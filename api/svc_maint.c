@@ -87,6 +87,34 @@ static void maint_alarm(grpc_call *call, const uint8_t *msg, size_t len, void *u
 	protobuf_c_message_free_unpacked(&r->base, &ms_pb_allocator);
 }
 
+/* etcd answers Defragment without a header */
+static void defrag_done(void *arg, int code, ProtobufCMessage *resp, const char *msg)
+{
+	Etcdserverpb__DefragmentResponse *r = (Etcdserverpb__DefragmentResponse *)resp;
+	if (r && r->header) {
+		protobuf_c_message_free_unpacked(&r->header->base, &ms_pb_allocator);
+		r->header = NULL;
+	}
+	api_unary_done(arg, code, resp, msg);
+}
+
+static void maint_defragment(grpc_call *call, const uint8_t *msg, size_t len, void *ud)
+{
+	api *a = ud;
+	Etcdserverpb__DefragmentRequest *r = etcdserverpb__defragment_request__unpack(&ms_pb_allocator, len, msg);
+	if (!r) {
+		grpc_call_finish(call, GRPC_INVALID_ARGUMENT, "grpc: error unmarshalling request");
+		return;
+	}
+	protobuf_c_message_free_unpacked(&r->base, &ms_pb_allocator);
+	grpc_call_ref(call);
+	int rc = ms_server_defragment(a->srv, defrag_done, call);
+	if (rc) {
+		api_finish_error(call, rc, NULL);
+		grpc_call_unref(call);
+	}
+}
+
 static void move_leader_done(void *arg, int code, ProtobufCMessage *resp, const char *msg)
 {
 	grpc_call *call = arg;
@@ -207,6 +235,7 @@ const grpc_method api_maint_methods[] = {
     {"/etcdserverpb.Maintenance/HashKV", GRPC_UNARY, maint_hash_kv, NULL, NULL, NULL},
     {"/etcdserverpb.Maintenance/Alarm", GRPC_UNARY, maint_alarm, NULL, NULL, NULL},
     {"/etcdserverpb.Maintenance/MoveLeader", GRPC_UNARY, maint_move_leader, NULL, NULL, NULL},
+    {"/etcdserverpb.Maintenance/Defragment", GRPC_UNARY, maint_defragment, NULL, NULL, NULL},
     {"/etcdserverpb.Cluster/MemberList", GRPC_UNARY, cluster_member_list, NULL, NULL, NULL},
     {"/etcdserverpb.Cluster/MemberAdd", GRPC_UNARY, cluster_member_add, NULL, NULL, NULL},
     {"/etcdserverpb.Cluster/MemberRemove", GRPC_UNARY, cluster_member_remove, NULL, NULL, NULL},

@@ -685,6 +685,21 @@ int engine_checkpoint(engine *e, const char *dir, ms_err *err)
 	return rc;
 }
 
+/* Defragment: RocksDB's analogue of rewriting etcd's bbolt file is a full
+ * manual compaction of every column family: SST files are rewritten without
+ * deleted rows and superseded versions RocksDB still keeps, and the space
+ * goes back to the file system. Unlike etcd's defrag, writes and reads go on
+ * meanwhile (RocksDB compacts behind a consistent view). */
+int engine_defrag(engine *e, ms_err *err)
+{
+	eng_rlock(e);
+	rocksdb_column_family_handle_t *cfs[] = {e->cf_kv, e->cf_rev, e->cf_lease, e->cf_meta};
+	for (size_t i = 0; i < MS_ARRAY_LEN(cfs); i++)
+		rocksdb_compact_range_cf(e->db, cfs[i], NULL, 0, NULL, 0);
+	eng_runlock(e);
+	return 0;
+}
+
 int engine_sync(engine *e, ms_err *err)
 {
 	eng_rlock(e);

@@ -177,6 +177,12 @@ int engine_install(engine *e, const char *dir, ms_err *err);
  * before the raft log below the consistent index may be dropped. */
 int engine_sync(engine *e, ms_err *err);
 
+/* Defragment (etcd's Maintenance.Defragment): compacts every column family
+ * in full so deleted and superseded rows give their space back. Blocks the
+ * calling thread (not the loop: a reader thread) for as long as it takes;
+ * reads and writes continue meanwhile. */
+int engine_defrag(engine *e, ms_err *err);
+
 /* Writes a consistent copy of the store to dir (RocksDB checkpoint): raft
  * snapshots for followers behind the compacted log. */
 int engine_checkpoint(engine *e, const char *dir, ms_err *err);

@@ -252,6 +252,16 @@ static void *reader_main(void *arg)
 				r->resp = resp ? &resp->base : NULL;
 			} else if (r->kind == READ_COMPACT_WAIT) {
 				r->code = engine_compact_wait(s->eng, r->rev);
+			} else if (r->kind == READ_DEFRAG) {
+				MS_NOTICE("etcdserver", "starting to defragment the storage backend...");
+				r->code = engine_defrag(s->eng, &r->err);
+				if (r->code == 0) {
+					Etcdserverpb__DefragmentResponse *resp = ms_malloc(sizeof *resp);
+					MS_ASSERT(resp != NULL);
+					etcdserverpb__defragment_response__init(resp);
+					r->resp = &resp->base;
+					MS_NOTICE("etcdserver", "finished defragmenting the storage backend");
+				}
 			} else if (r->kind == READ_HASHKV) {
 				uint32_t hash;
 				int64_t hrev, crev;
@@ -1061,6 +1071,18 @@ int ms_server_compact_wait(ms_server *s, int64_t rev, ms_done_fn done, void *arg
 		return MS_ENOMEM;
 	r->kind = READ_COMPACT_WAIT;
 	r->rev = rev;
+	r->done = done;
+	r->arg = arg;
+	read_dispatch(s, r);
+	return 0;
+}
+
+int ms_server_defragment(ms_server *s, ms_done_fn done, void *arg)
+{
+	read_req *r = ms_calloc(1, sizeof *r);
+	if (!r)
+		return MS_ENOMEM;
+	r->kind = READ_DEFRAG;
 	r->done = done;
 	r->arg = arg;
 	read_dispatch(s, r);

@@ -126,6 +126,9 @@ int ms_server_hash_kv(ms_server *s, int64_t rev, ms_done_fn done, void *arg);
 /* Waits (on a reader thread) until the physical removal for a compaction
  * at rev has finished, then done(arg, 0, NULL, NULL). */
 int ms_server_compact_wait(ms_server *s, int64_t rev, ms_done_fn done, void *arg);
+/* Defragment (engine_defrag) on a reader thread; done gets a
+ * DefragmentResponse. */
+int ms_server_defragment(ms_server *s, ms_done_fn done, void *arg);
 /* MoveLeader: transfers leadership to target and answers once target leads
  * (done with code 0 and resp NULL) or at the deadline
  * (MS_ETIMEOUT_TRANSFER). MS_ENOT_LEADER on a follower, MS_EBAD_TRANSFEREE. */

@@ -37,7 +37,7 @@ typedef struct pending_prop {
 } pending_prop;
 
 /* A read waiting for ReadIndex and apply, or queued for a reader thread. */
-typedef enum { READ_RANGE, READ_HASHKV, READ_BARRIER, READ_COMPACT_WAIT } read_kind;
+typedef enum { READ_RANGE, READ_HASHKV, READ_BARRIER, READ_COMPACT_WAIT, READ_DEFRAG } read_kind;
 typedef struct read_req {
 	read_kind kind;
 	Etcdserverpb__RangeRequest *range; /* owned */
