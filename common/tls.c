@@ -17,6 +17,7 @@
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -223,37 +224,57 @@ static int load_crl(ms_tls *t, const ms_tls_opts *o, ms_err *err)
 
 /* ---- verification of a presented certificate (both sides) ---- */
 
+/* Why a certificate was refused, for the operator (etcd logs "rejected
+ * connection from ..." the same way). */
+static int refuse(SSL *ssl, X509_STORE_CTX *xs, X509 *cert, int code, const char *why)
+{
+	if (code)
+		X509_STORE_CTX_set_error(xs, code);
+	char cn[128] = "";
+	if (cert)
+		X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
+	char addr[INET6_ADDRSTRLEN + 8] = "?";
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	int fd = ssl ? SSL_get_fd(ssl) : -1;
+	if (fd >= 0 && getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+		if (ss.ss_family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, addr, sizeof addr);
+		else
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, addr, sizeof addr);
+	}
+	MS_WARN("embed", "rejected TLS connection with %s (certificate CN \"%s\": %s)", addr, cn,
+	        why ? why : X509_verify_cert_error_string(X509_STORE_CTX_get_error(xs)));
+	return 0;
+}
+
 static int verify_cb(int ok, X509_STORE_CTX *xs)
 {
 	SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
 	ms_tls *t = ssl ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+	if (!ok && ssl && (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER))
+		return refuse(ssl, xs, X509_STORE_CTX_get_current_cert(xs), 0, NULL);
 	if (!ok || !t)
 		return ok;
 	X509 *cert = X509_STORE_CTX_get_current_cert(xs);
 	if (t->crl && cert) {
 		X509_REVOKED *rev = NULL;
-		if (X509_CRL_get0_by_serial(t->crl, &rev, X509_get0_serialNumber(cert)) == 1) {
-			X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_REVOKED);
-			return 0;
-		}
+		if (X509_CRL_get0_by_serial(t->crl, &rev, X509_get0_serialNumber(cert)) == 1)
+			return refuse(ssl, xs, cert, X509_V_ERR_CERT_REVOKED, "revoked by the CRL file");
 	}
 	if (X509_STORE_CTX_get_error_depth(xs) != 0 || !cert)
 		return ok;
 	if (t->allowed_cn) {
 		char cn[256];
 		int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
-		if (n < 0 || strcmp(cn, t->allowed_cn) != 0) {
-			X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
-			return 0;
-		}
+		if (n < 0 || strcmp(cn, t->allowed_cn) != 0)
+			return refuse(ssl, xs, cert, X509_V_ERR_APPLICATION_VERIFICATION, "CN not allowed");
 	}
 	if (t->allowed_host) {
 		int m = t->allowed_host_ip ? X509_check_ip_asc(cert, t->allowed_host, 0)
 		                           : X509_check_host(cert, t->allowed_host, 0, 0, NULL);
-		if (m != 1) {
-			X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
-			return 0;
-		}
+		if (m != 1)
+			return refuse(ssl, xs, cert, X509_V_ERR_APPLICATION_VERIFICATION, "hostname not allowed");
 	}
 	return ok;
 }
