@@ -615,29 +615,17 @@ struct bufferevent *ms_tls_bev_accept(ms_tls *t, struct event_base *base, int fd
 	return bev;
 }
 
+static int set_host(SSL *ssl, const char *host);
+
 struct bufferevent *ms_tls_bev_connect(ms_tls *t, struct event_base *base, const char *host, bool alpn_h2_on,
                                        int bev_opts)
 {
 	SSL *ssl = SSL_new(t->client);
 	if (!ssl)
 		return NULL;
-	if (host && *host) {
-		char h[256];
-		size_t l = strlen(host);
-		if (*host == '[' && l > 2 && l - 2 < sizeof h && host[l - 1] == ']') {
-			memcpy(h, host + 1, l - 2);
-			h[l - 2] = 0;
-		} else {
-			snprintf(h, sizeof h, "%s", host);
-		}
-		bool ip = is_ip(h);
-		X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
-		if (!ip)
-			SSL_set_tlsext_host_name(ssl, h);
-		if (ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, h) != 1 : X509_VERIFY_PARAM_set1_host(vp, h, 0) != 1) {
-			SSL_free(ssl);
-			return NULL;
-		}
+	if (set_host(ssl, host)) {
+		SSL_free(ssl);
+		return NULL;
 	}
 	if (alpn_h2_on)
 		SSL_set_alpn_protos(ssl, alpn_h2, sizeof alpn_h2);
@@ -648,6 +636,87 @@ struct bufferevent *ms_tls_bev_connect(ms_tls *t, struct event_base *base, const
 	}
 	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	return bev;
+}
+
+/* ---- blocking ---- */
+
+struct ms_tls_sync {
+	SSL *ssl;
+};
+
+/* The verify parameters for dialing host (IP or DNS name; [v6] too). */
+static int set_host(SSL *ssl, const char *host)
+{
+	if (!host || !*host)
+		return 0;
+	char h[256];
+	size_t l = strlen(host);
+	if (*host == '[' && l > 2 && l - 2 < sizeof h && host[l - 1] == ']') {
+		memcpy(h, host + 1, l - 2);
+		h[l - 2] = 0;
+	} else {
+		snprintf(h, sizeof h, "%s", host);
+	}
+	bool ip = is_ip(h);
+	X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+	if (!ip)
+		SSL_set_tlsext_host_name(ssl, h);
+	return (ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, h) : X509_VERIFY_PARAM_set1_host(vp, h, 0)) == 1 ? 0 : MS_EINVAL;
+}
+
+int ms_tls_sync_connect(ms_tls *t, int fd, const char *host, ms_tls_sync **out, ms_err *err)
+{
+	char eb[160];
+	ms_tls_sync *s = ms_calloc(1, sizeof *s);
+	if (!s || !(s->ssl = SSL_new(t->client))) {
+		ms_free(s);
+		return ms_err_set(err, MS_ENOMEM, "TLS: out of memory");
+	}
+	if (set_host(s->ssl, host) || SSL_set_fd(s->ssl, fd) != 1) {
+		ms_tls_sync_free(s);
+		return ms_err_set(err, MS_EINVAL, "TLS: cannot set up a connection to %s", host);
+	}
+	int r = SSL_connect(s->ssl);
+	if (r != 1) {
+		long vr = SSL_get_verify_result(s->ssl);
+		if (vr != X509_V_OK)
+			ms_err_set(err, MS_EIO, "TLS handshake with %s: %s", host, X509_verify_cert_error_string(vr));
+		else
+			ms_err_set(err, MS_EIO, "TLS handshake with %s failed: %s", host, ossl_err(eb, sizeof eb));
+		ms_tls_sync_free(s);
+		return MS_EIO;
+	}
+	*out = s;
+	return 0;
+}
+
+long ms_tls_sync_io(ms_tls_sync *s, void *buf, size_t len, bool wr)
+{
+	size_t n = 0;
+	int r = wr ? SSL_write_ex(s->ssl, buf, len, &n) : SSL_read_ex(s->ssl, buf, len, &n);
+	if (r == 1)
+		return (long)n;
+	int e = SSL_get_error(s->ssl, r);
+	ERR_clear_error();
+	if (e == SSL_ERROR_ZERO_RETURN)
+		return 0;
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ||
+	    (e == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+		errno = EAGAIN;
+		return -1;
+	}
+	if (e == SSL_ERROR_SYSCALL && errno == EINTR)
+		return -1;
+	errno = EIO;
+	return -1;
+}
+
+void ms_tls_sync_free(ms_tls_sync *s)
+{
+	if (!s)
+		return;
+	SSL_free(s->ssl);
+	ms_free(s);
 }
 
 int ms_tls_peer_cn(struct bufferevent *bev, char *buf, size_t cap)

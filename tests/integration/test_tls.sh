@@ -31,11 +31,11 @@ for i in 1 2 3; do
 done
 ALL_EPS=$(IFS=,; echo "${CEP[*]}")
 start_tls_member() {
-	local i=$1
+	local i=$1; shift
 	"$METASTORE" --name "m$i" --data-dir "${CDIR[$i]}" \
 		--listen-client-urls "${CEP[$i]}" --advertise-client-urls "${CEP[$i]}" \
 		--listen-peer-urls "https://127.0.0.1:${PPORT[$i]}" --initial-advertise-peer-urls "https://127.0.0.1:${PPORT[$i]}" \
-		--initial-cluster "$CLUSTER" --heartbeat-interval 50 --election-timeout 500 "${SRV[@]}" >>"${CDIR[$i]}.log" 2>&1 &
+		--initial-cluster "$CLUSTER" --heartbeat-interval 50 --election-timeout 500 "${SRV[@]}" "$@" >>"${CDIR[$i]}.log" 2>&1 &
 	CPID[$i]=$!
 	PIDS+=("${CPID[$i]}")
 }
@@ -123,7 +123,17 @@ check "all $(wc -l <"$TMP/want") acknowledged writes present after failover ($mi
 start_tls_member "$li"
 wait_for "m$li back and caught up" 40 bash -c "[ \"\$(etcdctl --endpoints=${CEP[$li]} --cacert $C/ca.crt --cert $C/client.crt --key $C/client.key get k1 --print-value-only --consistency=s 2>/dev/null)\" == v1 ]" &&
 	ok "restarted m$li rejoins over TLS" || fail "m$li did not catch up after restart"
-for i in 1 2 3; do stop "${CPID[$i]}"; done
+# ---- a fourth member joins over TLS (member add, then the join request
+# and raft traffic on https peer URLs) ----
+CPORT[4]=$(free_port); PPORT[4]=$(free_port)
+CEP[4]=https://127.0.0.1:${CPORT[4]}; CDIR[4]=$TMP/m4
+out=$(sctl "$ALL_EPS" member add m4 --peer-urls="https://127.0.0.1:${PPORT[4]}" 2>&1)
+check "member add with an https peer URL" grep -q "^Member *[0-9a-f]* added to cluster" <<<"$out"
+CLUSTER=$(sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p' <<<"$out")
+start_tls_member 4 --initial-cluster-state existing
+wait_for "m4 joined over TLS and caught up" 60 bash -c "[ \"\$(etcdctl --endpoints=${CEP[4]} ${TLSCTL[*]} get k1 --print-value-only --consistency=s 2>/dev/null)\" == v1 ]" &&
+	ok "m4 joined through https peer URLs and has the data" || { fail "m4 did not join"; tail -5 "${CDIR[4]}.log"; }
+for i in 1 2 3 4; do stop "${CPID[$i]}"; done
 
 # ---- auto-tls on both ports ----
 AC=$(free_port); AP=$(free_port)
