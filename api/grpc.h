@@ -5,8 +5,8 @@
  * bytes to send to a callback, so tests drive it byte by byte. The socket
  * glue (grpc_server) feeds it from bufferevents.
  *
- * What it does: cleartext HTTP/2 with prior knowledge (TLS: the seam is the
- * bufferevent, an OpenSSL bufferevent slots in later); gRPC message framing
+ * What it does: HTTP/2 with prior knowledge, in cleartext or inside TLS
+ * (grpc_server_listen_tls: an OpenSSL bufferevent, common/tls.h); gRPC message framing
  * (1-byte compressed flag + 4-byte big-endian length; compressed messages are
  * refused with Unimplemented); `content-type: application/grpc`; status and
  * percent-encoded message in trailers (Trailers-Only when no message was

@@ -17,6 +17,9 @@
 #              bin/metastore_bench, bin/metastore, etcd on PATH)
 #   OUT        JSON result file (default bench/results/compare.json)
 #   KEEP_TMP=1 keep data dirs and logs
+#   TLS=1      https on both ports with mutual TLS for both servers (the same
+#              test certificates, made with tests/integration/tls_certs.sh);
+#              the load generator and etcdctl present a client certificate
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,6 +45,7 @@ ALL_LOADS=(
 	"put-1c|put --conns 1 --clients 1 --total 3000"
 	"put-64c|put --conns 8 --clients 64 --total 60000"
 	"put-256c|put --conns 16 --clients 256 --total 100000"
+	"range-l-1c|range --consistency l --conns 1 --clients 1 --total 5000"
 	"range-l-64c|range --consistency l --conns 8 --clients 64 --total 100000"
 	"range-s-64c|range --consistency s --conns 8 --clients 64 --total 100000"
 	"txn-put-64c|txn --txn-mode put --conns 8 --clients 64 --total 40000"
@@ -60,6 +64,19 @@ cleanup() {
 	if [ -z "${KEEP_TMP:-}" ]; then rm -rf "$TMP"; else echo "(kept $TMP)"; fi
 }
 trap cleanup EXIT
+
+S=http
+TLS_FLAGS=()
+TLS_CLI=()
+if [ "${TLS:-0}" = 1 ]; then
+	S=https
+	sh "$ROOT/tests/integration/tls_certs.sh" "$TMP/certs" >/dev/null
+	C=$TMP/certs
+	TLS_FLAGS=(--cert-file "$C/server.crt" --key-file "$C/server.key" --trusted-ca-file "$C/ca.crt" --client-cert-auth
+		--peer-cert-file "$C/server.crt" --peer-key-file "$C/server.key" --peer-trusted-ca-file "$C/ca.crt"
+		--peer-client-cert-auth)
+	TLS_CLI=(--cacert "$C/ca.crt" --cert "$C/client.crt" --key "$C/client.key")
+fi
 
 free_port() {
 	local p
@@ -80,22 +97,22 @@ start_cluster() {
 	for ((i = 0; i < n; i++)); do
 		cports+=("$(free_port)")
 		pports+=("$(free_port)")
-		initial+="${initial:+,}$kind$i=http://127.0.0.1:${pports[i]}"
+		initial+="${initial:+,}$kind$i=$S://127.0.0.1:${pports[i]}"
 	done
 	CLUSTER_PIDS=()
 	ENDPOINTS=""
 	for ((i = 0; i < n; i++)); do
 		local dir=$TMP/$kind$i
 		"$bin" --name "$kind$i" --data-dir "$dir" \
-			--listen-client-urls "http://127.0.0.1:${cports[i]}" --advertise-client-urls "http://127.0.0.1:${cports[i]}" \
-			--listen-peer-urls "http://127.0.0.1:${pports[i]}" --initial-advertise-peer-urls "http://127.0.0.1:${pports[i]}" \
-			--initial-cluster "$initial" --initial-cluster-state new >>"$dir.log" 2>&1 &
+			--listen-client-urls "$S://127.0.0.1:${cports[i]}" --advertise-client-urls "$S://127.0.0.1:${cports[i]}" \
+			--listen-peer-urls "$S://127.0.0.1:${pports[i]}" --initial-advertise-peer-urls "$S://127.0.0.1:${pports[i]}" \
+			--initial-cluster "$initial" --initial-cluster-state new "${TLS_FLAGS[@]}" >>"$dir.log" 2>&1 &
 		CLUSTER_PIDS+=("$!")
 		PIDS+=("$!")
-		ENDPOINTS+="${ENDPOINTS:+,}127.0.0.1:${cports[i]}"
+		ENDPOINTS+="${ENDPOINTS:+,}$S://127.0.0.1:${cports[i]}"
 	done
 	local deadline=$((SECONDS + 30))
-	until etcdctl --endpoints="$ENDPOINTS" --dial-timeout=1s --command-timeout=2s endpoint health >/dev/null 2>&1; do
+	until etcdctl --endpoints="$ENDPOINTS" --dial-timeout=1s --command-timeout=2s "${TLS_CLI[@]}" endpoint health >/dev/null 2>&1; do
 		if ((SECONDS > deadline)); then
 			echo "bench_compare: $kind cluster not healthy after 30s; log tail:" >&2
 			tail -5 "$TMP/${kind}0.log" >&2
@@ -135,7 +152,7 @@ scaled() { awk -v t="$1" -v s="$SCALE" 'BEGIN {v = int(t * s); print (v < 1 ? 1 
 
 ROWS=$TMP/rows.jsonl
 : >"$ROWS"
-echo "bench_compare: $MEMBERS member(s) per cluster, scale $SCALE, $(nproc) CPUs, bench $BENCH"
+echo "bench_compare: $MEMBERS member(s) per cluster, scale $SCALE, $(nproc) CPUs, bench $BENCH, $S"
 for kind in $KINDS; do
 	echo "== $kind: starting $MEMBERS member(s)"
 	start_cluster "$kind" "$MEMBERS"
@@ -148,7 +165,7 @@ for kind in $KINDS; do
 		args=${args/--total $total/--total $(scaled "$total")}
 		cpu0=$(cluster_cpu)
 		# shellcheck disable=SC2086 # args is a word list on purpose
-		if "$BENCH" $args $COMMON --endpoints "$ENDPOINTS" --quiet --json "$TMP/$kind-$name.json" \
+		if "$BENCH" $args $COMMON --endpoints "$ENDPOINTS" "${TLS_CLI[@]}" --quiet --json "$TMP/$kind-$name.json" \
 			>"$TMP/$kind-$name.txt" 2>&1; then
 			cpu=$(awk -v a="$cpu0" -v b="$(cluster_cpu)" 'BEGIN {printf "%.2f", b - a}')
 			jq -c --arg kind "$kind" --arg load "$name" --arg args "$args $COMMON" --argjson cpu "$cpu" \

@@ -17,6 +17,7 @@
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -223,37 +224,57 @@ static int load_crl(ms_tls *t, const ms_tls_opts *o, ms_err *err)
 
 /* ---- verification of a presented certificate (both sides) ---- */
 
+/* Why a certificate was refused, for the operator (etcd logs "rejected
+ * connection from ..." the same way). */
+static int refuse(SSL *ssl, X509_STORE_CTX *xs, X509 *cert, int code, const char *why)
+{
+	if (code)
+		X509_STORE_CTX_set_error(xs, code);
+	char cn[128] = "";
+	if (cert)
+		X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
+	char addr[INET6_ADDRSTRLEN + 8] = "?";
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	int fd = ssl ? SSL_get_fd(ssl) : -1;
+	if (fd >= 0 && getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+		if (ss.ss_family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, addr, sizeof addr);
+		else
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, addr, sizeof addr);
+	}
+	MS_WARN("embed", "rejected TLS connection with %s (certificate CN \"%s\": %s)", addr, cn,
+	        why ? why : X509_verify_cert_error_string(X509_STORE_CTX_get_error(xs)));
+	return 0;
+}
+
 static int verify_cb(int ok, X509_STORE_CTX *xs)
 {
 	SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
 	ms_tls *t = ssl ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+	if (!ok && ssl && (SSL_get_verify_mode(ssl) & SSL_VERIFY_PEER))
+		return refuse(ssl, xs, X509_STORE_CTX_get_current_cert(xs), 0, NULL);
 	if (!ok || !t)
 		return ok;
 	X509 *cert = X509_STORE_CTX_get_current_cert(xs);
 	if (t->crl && cert) {
 		X509_REVOKED *rev = NULL;
-		if (X509_CRL_get0_by_serial(t->crl, &rev, X509_get0_serialNumber(cert)) == 1) {
-			X509_STORE_CTX_set_error(xs, X509_V_ERR_CERT_REVOKED);
-			return 0;
-		}
+		if (X509_CRL_get0_by_serial(t->crl, &rev, X509_get0_serialNumber(cert)) == 1)
+			return refuse(ssl, xs, cert, X509_V_ERR_CERT_REVOKED, "revoked by the CRL file");
 	}
 	if (X509_STORE_CTX_get_error_depth(xs) != 0 || !cert)
 		return ok;
 	if (t->allowed_cn) {
 		char cn[256];
 		int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
-		if (n < 0 || strcmp(cn, t->allowed_cn) != 0) {
-			X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
-			return 0;
-		}
+		if (n < 0 || strcmp(cn, t->allowed_cn) != 0)
+			return refuse(ssl, xs, cert, X509_V_ERR_APPLICATION_VERIFICATION, "CN not allowed");
 	}
 	if (t->allowed_host) {
 		int m = t->allowed_host_ip ? X509_check_ip_asc(cert, t->allowed_host, 0)
 		                           : X509_check_host(cert, t->allowed_host, 0, 0, NULL);
-		if (m != 1) {
-			X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
-			return 0;
-		}
+		if (m != 1)
+			return refuse(ssl, xs, cert, X509_V_ERR_APPLICATION_VERIFICATION, "hostname not allowed");
 	}
 	return ok;
 }
@@ -594,29 +615,17 @@ struct bufferevent *ms_tls_bev_accept(ms_tls *t, struct event_base *base, int fd
 	return bev;
 }
 
+static int set_host(SSL *ssl, const char *host);
+
 struct bufferevent *ms_tls_bev_connect(ms_tls *t, struct event_base *base, const char *host, bool alpn_h2_on,
                                        int bev_opts)
 {
 	SSL *ssl = SSL_new(t->client);
 	if (!ssl)
 		return NULL;
-	if (host && *host) {
-		char h[256];
-		size_t l = strlen(host);
-		if (*host == '[' && l > 2 && l - 2 < sizeof h && host[l - 1] == ']') {
-			memcpy(h, host + 1, l - 2);
-			h[l - 2] = 0;
-		} else {
-			snprintf(h, sizeof h, "%s", host);
-		}
-		bool ip = is_ip(h);
-		X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
-		if (!ip)
-			SSL_set_tlsext_host_name(ssl, h);
-		if (ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, h) != 1 : X509_VERIFY_PARAM_set1_host(vp, h, 0) != 1) {
-			SSL_free(ssl);
-			return NULL;
-		}
+	if (set_host(ssl, host)) {
+		SSL_free(ssl);
+		return NULL;
 	}
 	if (alpn_h2_on)
 		SSL_set_alpn_protos(ssl, alpn_h2, sizeof alpn_h2);
@@ -627,6 +636,87 @@ struct bufferevent *ms_tls_bev_connect(ms_tls *t, struct event_base *base, const
 	}
 	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	return bev;
+}
+
+/* ---- blocking ---- */
+
+struct ms_tls_sync {
+	SSL *ssl;
+};
+
+/* The verify parameters for dialing host (IP or DNS name; [v6] too). */
+static int set_host(SSL *ssl, const char *host)
+{
+	if (!host || !*host)
+		return 0;
+	char h[256];
+	size_t l = strlen(host);
+	if (*host == '[' && l > 2 && l - 2 < sizeof h && host[l - 1] == ']') {
+		memcpy(h, host + 1, l - 2);
+		h[l - 2] = 0;
+	} else {
+		snprintf(h, sizeof h, "%s", host);
+	}
+	bool ip = is_ip(h);
+	X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+	if (!ip)
+		SSL_set_tlsext_host_name(ssl, h);
+	return (ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, h) : X509_VERIFY_PARAM_set1_host(vp, h, 0)) == 1 ? 0 : MS_EINVAL;
+}
+
+int ms_tls_sync_connect(ms_tls *t, int fd, const char *host, ms_tls_sync **out, ms_err *err)
+{
+	char eb[160];
+	ms_tls_sync *s = ms_calloc(1, sizeof *s);
+	if (!s || !(s->ssl = SSL_new(t->client))) {
+		ms_free(s);
+		return ms_err_set(err, MS_ENOMEM, "TLS: out of memory");
+	}
+	if (set_host(s->ssl, host) || SSL_set_fd(s->ssl, fd) != 1) {
+		ms_tls_sync_free(s);
+		return ms_err_set(err, MS_EINVAL, "TLS: cannot set up a connection to %s", host);
+	}
+	int r = SSL_connect(s->ssl);
+	if (r != 1) {
+		long vr = SSL_get_verify_result(s->ssl);
+		if (vr != X509_V_OK)
+			ms_err_set(err, MS_EIO, "TLS handshake with %s: %s", host, X509_verify_cert_error_string(vr));
+		else
+			ms_err_set(err, MS_EIO, "TLS handshake with %s failed: %s", host, ossl_err(eb, sizeof eb));
+		ms_tls_sync_free(s);
+		return MS_EIO;
+	}
+	*out = s;
+	return 0;
+}
+
+long ms_tls_sync_io(ms_tls_sync *s, void *buf, size_t len, bool wr)
+{
+	size_t n = 0;
+	int r = wr ? SSL_write_ex(s->ssl, buf, len, &n) : SSL_read_ex(s->ssl, buf, len, &n);
+	if (r == 1)
+		return (long)n;
+	int e = SSL_get_error(s->ssl, r);
+	ERR_clear_error();
+	if (e == SSL_ERROR_ZERO_RETURN)
+		return 0;
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ||
+	    (e == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK))) {
+		errno = EAGAIN;
+		return -1;
+	}
+	if (e == SSL_ERROR_SYSCALL && errno == EINTR)
+		return -1;
+	errno = EIO;
+	return -1;
+}
+
+void ms_tls_sync_free(ms_tls_sync *s)
+{
+	if (!s)
+		return;
+	SSL_free(s->ssl);
+	ms_free(s);
 }
 
 int ms_tls_peer_cn(struct bufferevent *bev, char *buf, size_t cap)

@@ -100,6 +100,18 @@ struct bufferevent *ms_tls_bev_connect(ms_tls *t, struct event_base *base, const
  * (plain connection, no certificate, not verified, no CN). */
 int ms_tls_peer_cn(struct bufferevent *bev, char *buf, size_t cap);
 
+/* Blocking TLS over a connected blocking socket, for the start-up path that
+ * runs before the loop (a joining member's request to a running member).
+ * SO_RCVTIMEO/SO_SNDTIMEO on fd bound every step. The server is verified as
+ * host, as ms_tls_bev_connect does. */
+typedef struct ms_tls_sync ms_tls_sync;
+int ms_tls_sync_connect(ms_tls *t, int fd, const char *host, ms_tls_sync **out, ms_err *err);
+/* As read(2)/write(2): bytes moved, 0 at EOF, -1 with errno set (EAGAIN:
+ * the socket timeout passed). */
+long ms_tls_sync_io(ms_tls_sync *s, void *buf, size_t len, bool wr);
+/* Frees (the socket stays open). NULL is a no-op. */
+void ms_tls_sync_free(ms_tls_sync *s);
+
 /* The client context (for callers that make their own SSL objects). */
 struct ssl_ctx_st *ms_tls_client_ctx(ms_tls *t);
 

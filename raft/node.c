@@ -714,9 +714,10 @@ static int tr_on_join(void *ud, const uint8_t *req, size_t len, uint8_t **resp, 
 	return n->cb.on_join ? n->cb.on_join(n->ud, req, len, resp, resp_len) : MS_EUNSUPPORTED;
 }
 
-int raft_node_join(const char *url, const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len, ms_err *err)
+int raft_node_join(const char *url, struct ms_tls *tls, const uint8_t *req, size_t len, uint8_t **resp,
+                   size_t *resp_len, ms_err *err)
 {
-	return raft_transport_join(url, req, len, 5000, resp, resp_len, err);
+	return raft_transport_join(url, tls, req, len, 5000, resp, resp_len, err);
 }
 
 static void tr_on_snapshot_sent(void *ud, uint64_t peer, bool ok)

@@ -123,7 +123,8 @@ void raft_node_free(raft_node *n);
 
 /* Start-up of a member joining a running cluster: asks the member at peer
  * URL url (blocking, before the loop runs) and returns its answer. */
-int raft_node_join(const char *url, const uint8_t *req, size_t len, uint8_t **resp, size_t *resp_len, ms_err *err);
+int raft_node_join(const char *url, struct ms_tls *tls, const uint8_t *req, size_t len, uint8_t **resp,
+                   size_t *resp_len, ms_err *err);
 
 /* Proposes data as a log entry. On a follower the data is forwarded to the
  * leader, which proposes it (the entry is applied on every member, so the

@@ -1531,16 +1531,28 @@ bool raft_transport_peer_active(const raft_transport *t, uint64_t id)
 
 /* ---- joining (start-up, blocking) ---- */
 
-static int io_all(int fd, uint8_t *buf, size_t len, bool wr, int64_t deadline)
+/* Bounds every blocking step on fd (both ways: TLS reads may write). */
+static bool io_deadline(int fd, int64_t deadline)
+{
+	int64_t left = (deadline - ms_now_mono_ns()) / 1000000;
+	if (left <= 0)
+		return false;
+	struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	return true;
+}
+
+/* tls: NULL for plain http */
+static int io_all(int fd, ms_tls_sync *tls, uint8_t *buf, size_t len, bool wr, int64_t deadline)
 {
 	size_t done = 0;
 	while (done < len) {
-		int64_t left = (deadline - ms_now_mono_ns()) / 1000000;
-		if (left <= 0)
+		if (!io_deadline(fd, deadline))
 			return MS_ETIMEOUT;
-		struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
-		setsockopt(fd, SOL_SOCKET, wr ? SO_SNDTIMEO : SO_RCVTIMEO, &tv, sizeof tv);
-		ssize_t n = wr ? write(fd, buf + done, len - done) : read(fd, buf + done, len - done);
+		ssize_t n = tls  ? ms_tls_sync_io(tls, buf + done, len - done, wr)
+		            : wr ? write(fd, buf + done, len - done)
+		                 : read(fd, buf + done, len - done);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -1552,7 +1564,7 @@ static int io_all(int fd, uint8_t *buf, size_t len, bool wr, int64_t deadline)
 	return 0;
 }
 
-int raft_transport_join(const char *url, const uint8_t *req, size_t len, int timeout_ms, uint8_t **resp,
+int raft_transport_join(const char *url, ms_tls *tls, const uint8_t *req, size_t len, int timeout_ms, uint8_t **resp,
                         size_t *resp_len, ms_err *err)
 {
 	char *host = NULL, *port = NULL;
@@ -1563,9 +1575,9 @@ int raft_transport_join(const char *url, const uint8_t *req, size_t len, int tim
 	struct sockaddr_storage ss;
 	socklen_t sl;
 	int fd = -1;
-	if (secure) {
-		rc = ms_err_set(err, MS_EUNSUPPORTED, "joining through an https peer URL (%s) is not supported yet",
-		                url);
+	ms_tls_sync *ts = NULL;
+	if (secure && !tls) {
+		rc = ms_err_set(err, MS_EINVAL, "%s: an https peer URL needs peer TLS (--peer-cert-file etc.)", url);
 		goto out;
 	}
 	if (resolve(host, port, false, &ss, &sl) != 0) {
@@ -1578,6 +1590,8 @@ int raft_transport_join(const char *url, const uint8_t *req, size_t len, int tim
 		goto out;
 	}
 	int64_t deadline = ms_now_mono_ns() + (int64_t)timeout_ms * 1000000;
+	if (secure && (!io_deadline(fd, deadline) || (rc = ms_tls_sync_connect(tls, fd, host, &ts, err))))
+		goto out;
 	Msraft__Hello h = MSRAFT__HELLO__INIT;
 	h.version = PROTO_VERSION;
 	size_t hl = msraft__hello__get_packed_size(&h);
@@ -1591,11 +1605,11 @@ int raft_transport_join(const char *url, const uint8_t *req, size_t len, int tim
 	put_hdr(out + HDR + hl, len, RAFT_TR_JOIN);
 	if (len)
 		memcpy(out + 2 * HDR + hl, req, len);
-	rc = io_all(fd, out, 2 * HDR + hl + len, true, deadline);
+	rc = io_all(fd, ts, out, 2 * HDR + hl + len, true, deadline);
 	ms_free(out);
 	uint8_t hdr[HDR];
 	if (rc == 0)
-		rc = io_all(fd, hdr, HDR, false, deadline);
+		rc = io_all(fd, ts, hdr, HDR, false, deadline);
 	if (rc) {
 		ms_err_set(err, rc, "join request to %s failed (%s)", url, rc == MS_ETIMEOUT ? "timed out" : "closed");
 		goto out;
@@ -1611,12 +1625,13 @@ int raft_transport_join(const char *url, const uint8_t *req, size_t len, int tim
 		rc = ms_err_set(err, MS_ENOMEM, "out of memory");
 		goto out;
 	}
-	if ((rc = io_all(fd, *resp, l - 1, false, deadline))) {
+	if ((rc = io_all(fd, ts, *resp, l - 1, false, deadline))) {
 		ms_free(*resp);
 		*resp = NULL;
 		ms_err_set(err, rc, "join answer from %s was cut short", url);
 	}
 out:
+	ms_tls_sync_free(ts);
 	if (fd >= 0)
 		close(fd);
 	ms_free(host);

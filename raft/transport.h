@@ -197,11 +197,12 @@ int raft_transport_forward(raft_transport *t, uint64_t to, const uint8_t *data, 
  * unknown peer, MS_EIO unreadable dir, MS_EINVAL not a SNAP) no callback. */
 int raft_transport_send_snapshot(raft_transport *t, const raft_msg *snap, const char *dir);
 
-/* Joining: connects to url (http://host:port) with blocking sockets (only
- * for start-up, before the loop runs), sends HELLO {0, 0, 0} and JOIN req,
- * and returns the JOIN_RESP payload (ms_malloc'd). MS_EIO, MS_ETIMEOUT. */
-int raft_transport_join(const char *url, const uint8_t *req, size_t len, int timeout_ms, uint8_t **resp,
-                        size_t *resp_len, ms_err *err);
+/* Joining: connects to url (http(s)://host:port; https with tls, blocking
+ * TLS, the server verified as for any dial) with blocking sockets (only for
+ * start-up, before the loop runs), sends HELLO {0, 0, 0} and JOIN req, and
+ * returns the JOIN_RESP payload (ms_malloc'd). MS_EIO, MS_ETIMEOUT. */
+int raft_transport_join(const char *url, struct ms_tls *tls, const uint8_t *req, size_t len, int timeout_ms,
+                        uint8_t **resp, size_t *resp_len, ms_err *err);
 
 /* True while the outbound connection to id is established (etcd's "active
  * peer" for its started-members checks). */

@@ -178,7 +178,8 @@ int ms_members_join(ms_server *s, ms_err *err)
 		for (size_t j = 0; j < c->initial_cluster[i].npeer_urls && !l; j++) {
 			uint8_t *resp;
 			size_t rlen;
-			if (raft_node_join(c->initial_cluster[i].peer_urls[j], req, len, &resp, &rlen, &jerr) != 0)
+			if (raft_node_join(c->initial_cluster[i].peer_urls[j], c->peer_tls, req, len, &resp, &rlen,
+			                   &jerr) != 0)
 				continue;
 			l = etcdserverpb__member_list_response__unpack(&ms_pb_allocator, rlen, resp);
 			ms_free(resp);

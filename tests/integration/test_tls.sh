@@ -8,6 +8,7 @@
 # start-up errors (missing file, key that does not match, https without
 # certificates, unknown cipher suite), compared with etcd 3.4 where cheap.
 source "$(dirname "$0")/lib.sh"
+SPID=()
 
 C=$TMP/certs
 sh "$ROOT/tests/integration/tls_certs.sh" "$C" >"$TMP/certs.log" 2>&1 || {
@@ -31,11 +32,11 @@ for i in 1 2 3; do
 done
 ALL_EPS=$(IFS=,; echo "${CEP[*]}")
 start_tls_member() {
-	local i=$1
+	local i=$1; shift
 	"$METASTORE" --name "m$i" --data-dir "${CDIR[$i]}" \
 		--listen-client-urls "${CEP[$i]}" --advertise-client-urls "${CEP[$i]}" \
 		--listen-peer-urls "https://127.0.0.1:${PPORT[$i]}" --initial-advertise-peer-urls "https://127.0.0.1:${PPORT[$i]}" \
-		--initial-cluster "$CLUSTER" --heartbeat-interval 50 --election-timeout 500 "${SRV[@]}" >>"${CDIR[$i]}.log" 2>&1 &
+		--initial-cluster "$CLUSTER" --heartbeat-interval 50 --election-timeout 500 "${SRV[@]}" "$@" >>"${CDIR[$i]}.log" 2>&1 &
 	CPID[$i]=$!
 	PIDS+=("${CPID[$i]}")
 }
@@ -123,7 +124,39 @@ check "all $(wc -l <"$TMP/want") acknowledged writes present after failover ($mi
 start_tls_member "$li"
 wait_for "m$li back and caught up" 40 bash -c "[ \"\$(etcdctl --endpoints=${CEP[$li]} --cacert $C/ca.crt --cert $C/client.crt --key $C/client.key get k1 --print-value-only --consistency=s 2>/dev/null)\" == v1 ]" &&
 	ok "restarted m$li rejoins over TLS" || fail "m$li did not catch up after restart"
-for i in 1 2 3; do stop "${CPID[$i]}"; done
+# ---- a fourth member joins over TLS (member add, then the join request
+# and raft traffic on https peer URLs) ----
+CPORT[4]=$(free_port); PPORT[4]=$(free_port)
+CEP[4]=https://127.0.0.1:${CPORT[4]}; CDIR[4]=$TMP/m4
+out=$(sctl "$ALL_EPS" member add m4 --peer-urls="https://127.0.0.1:${PPORT[4]}" 2>&1)
+check "member add with an https peer URL" grep -q "^Member *[0-9a-f]* added to cluster" <<<"$out"
+CLUSTER=$(sed -n 's/^ETCD_INITIAL_CLUSTER="\(.*\)"$/\1/p' <<<"$out")
+start_tls_member 4 --initial-cluster-state existing
+wait_for "m4 joined over TLS and caught up" 60 bash -c "[ \"\$(etcdctl --endpoints=${CEP[4]} ${TLSCTL[*]} get k1 --print-value-only --consistency=s 2>/dev/null)\" == v1 ]" &&
+	ok "m4 joined through https peer URLs and has the data" || { fail "m4 did not join"; tail -5 "${CDIR[4]}.log"; }
+for i in 1 2 3 4; do stop "${CPID[$i]}"; done
+
+# ---- the dialing side verifies the peer's server certificate: a member
+# whose peer certificate is for another host (127.0.0.2) is not dialed ----
+P1=$(free_port); P2=$(free_port); Q1=$(free_port); Q2=$(free_port)
+PC="p1=https://127.0.0.1:$Q1,p2=https://127.0.0.1:$Q2"
+for i in 1 2; do
+	pc=$C/server; [ $i = 2 ] && pc=$C/other
+	cp=P$i; qp=Q$i
+	"$METASTORE" --name p$i --data-dir "$TMP/p$i" --initial-cluster "$PC" \
+		--listen-client-urls "https://127.0.0.1:${!cp}" --advertise-client-urls "https://127.0.0.1:${!cp}" \
+		--listen-peer-urls "https://127.0.0.1:${!qp}" --initial-advertise-peer-urls "https://127.0.0.1:${!qp}" \
+		--cert-file "$C/server.crt" --key-file "$C/server.key" \
+		--peer-cert-file "$pc.crt" --peer-key-file "$pc.key" --peer-trusted-ca-file "$C/ca.crt" --peer-client-cert-auth \
+		>>"$TMP/p$i.log" 2>&1 &
+	PPID_[$i]=$!
+	PIDS+=("$!")
+done
+check "p1 refuses p2's peer certificate for 127.0.0.2 when dialing 127.0.0.1" wait_for "p1 rejects p2" 30 \
+	grep -q 'rejected TLS connection with 127.0.0.1 (certificate CN "other": IP address mismatch)' "$TMP/p1.log"
+check "so the two members have no quorum" bash -c \
+	"! etcdctl --endpoints=https://127.0.0.1:$P1 --cacert $C/ca.crt --dial-timeout=2s --command-timeout=3s put x y >/dev/null 2>&1"
+stop "${PPID_[1]}"; stop "${PPID_[2]}"
 
 # ---- auto-tls on both ports ----
 AC=$(free_port); AP=$(free_port)
@@ -147,18 +180,54 @@ check "auto-tls certificate has the listen host as IP SAN" bash -c \
 	"openssl x509 -in $TMP/a1/fixtures/client/cert.pem -noout -text | grep -q 'IP Address:127.0.0.1'"
 stop "$APID"
 
-# ---- --cipher-suites: Go names, mapped; the server offers only those ----
-XC=$(free_port); XP=$(free_port)
+# ---- --cipher-suites: Go names, mapped; the server offers only those.
+# http:// and https:// client URLs on two ports: each served by its scheme ----
+XC=$(free_port); XP=$(free_port); XH=$(free_port)
 start_member ms x1 "$TMP/x1" "$XC" "$XP" --cert-file "$C/server.crt" --key-file "$C/server.key" \
-	--listen-client-urls "https://127.0.0.1:$XC" --advertise-client-urls "https://127.0.0.1:$XC" \
+	--listen-client-urls "https://127.0.0.1:$XC,http://127.0.0.1:$XH" --advertise-client-urls "https://127.0.0.1:$XC" \
 	--cipher-suites TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
 XPID=$LAST_PID
 wait_for "x1 listening" 30 bash -c "etcdctl --endpoints=https://127.0.0.1:$XC --cacert $C/ca.crt --dial-timeout=2s endpoint health"
+check "https port without client-cert-auth: a client without a certificate is served" bash -c \
+	"etcdctl --endpoints=https://127.0.0.1:$XC --cacert $C/ca.crt --dial-timeout=2s put tk tv >/dev/null"
+check "the http port of the same member serves plaintext" bash -c \
+	"[ \"\$(etcdctl --endpoints=http://127.0.0.1:$XH --dial-timeout=2s get tk --print-value-only)\" == tv ]"
 check "TLS 1.2 with the configured suite" bash -c \
 	"openssl s_client -connect 127.0.0.1:$XC -tls1_2 -CAfile $C/ca.crt </dev/null 2>/dev/null | grep -q 'Cipher is ECDHE-ECDSA-AES256-GCM-SHA384'"
 check "TLS 1.2 with another suite is refused" bash -c \
 	"! openssl s_client -connect 127.0.0.1:$XC -tls1_2 -cipher ECDHE-ECDSA-AES128-GCM-SHA256 -CAfile $C/ca.crt </dev/null >/dev/null 2>&1"
 stop "$XPID"
+
+# ---- side by side with etcd 3.4, same certificates and flags: the same
+# answers for a good client and the same refusals ----
+CLI_TLS=(--cert-file "$C/server.crt" --key-file "$C/server.key" --trusted-ca-file "$C/ca.crt" --client-cert-auth
+	--client-crl-file "$C/ca.crl")
+for kind in ms etcd; do
+	cp=$(free_port); pp=$(free_port)
+	start_member "$kind" "$kind-s" "$TMP/$kind-s" "$cp" "$pp" "${CLI_TLS[@]}" \
+		--listen-client-urls "https://127.0.0.1:$cp" --advertise-client-urls "https://127.0.0.1:$cp"
+	SPID[${#SPID[@]}]=$LAST_PID
+	ep=https://127.0.0.1:$cp
+	wait_for "$kind healthy over mTLS" 30 sctl "$ep" endpoint health || tail -5 "$TMP/$kind-s.log"
+	{
+		sctl "$ep" put sk sv
+		sctl "$ep" get sk
+		sctl "$ep" get sk --print-value-only
+		for who in none foreign revoked; do
+			case $who in
+			none) f=() ;;
+			foreign) f=(--cert "$C/foreign.crt" --key "$C/foreign.key") ;;
+			revoked) f=(--cert "$C/revoked.crt" --key "$C/revoked.key") ;;
+			esac
+			etcdctl --endpoints="$ep" --dial-timeout=2s --command-timeout=3s --cacert "$C/ca.crt" "${f[@]}" get sk \
+				>/dev/null 2>&1 && echo "$who: served" || echo "$who: refused"
+		done
+		curl -s -o /dev/null -w '%{http_code}\n' --cacert "$C/ca.crt" --cert "$C/client.crt" --key "$C/client.key" "$ep/health"
+	} >"$TMP/side-$kind.txt" 2>&1
+done
+check "etcd 3.4 and MetaStore answer the same over mTLS ($(tr '\n' ' ' <"$TMP/side-ms.txt"))" \
+	diff "$TMP/side-etcd.txt" "$TMP/side-ms.txt"
+for p in "${SPID[@]}"; do stop "$p"; done
 
 # ---- start-up errors: clear, naming the file, before serving ----
 startup_err() { # DESC WANT flags...  (metastore must exit non-zero and print WANT)
@@ -179,6 +248,8 @@ startup_err "key that does not match" "--key-file $C/client.key: the private key
 	--cert-file "$C/server.crt" --key-file "$C/client.key"
 startup_err "unreadable CA file" "--trusted-ca-file $C/nope-ca.crt: open: No such file or directory" \
 	--cert-file "$C/server.crt" --key-file "$C/server.key" --client-cert-auth --trusted-ca-file "$C/nope-ca.crt"
+startup_err "http and https on one address (etcd multiplexes; refused by name)" "serving http and https on the same address is not supported" \
+	--cert-file "$C/server.crt" --key-file "$C/server.key" --listen-client-urls "https://127.0.0.1:$XH,http://127.0.0.1:$XH"
 startup_err "unknown cipher suite" 'unexpected TLS cipher suite "TLS_BOGUS"' \
 	--cert-file "$C/server.crt" --key-file "$C/server.key" --cipher-suites TLS_BOGUS
 want_https="TLS key/cert (--cert-file, --key-file) must be provided for client url"

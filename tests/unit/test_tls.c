@@ -15,7 +15,9 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <sys/socket.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -444,6 +446,42 @@ static void test_client_verifies_server(void **state)
 	ms_tls_free(cl2);
 }
 
+/* A client that connects and never says ClientHello is closed by the
+ * handshake deadline: the owner sees an error event. */
+static short hs_events;
+static void hs_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	hs_events = what;
+	event_base_loopbreak(arg);
+}
+
+static void test_handshake_deadline(void **state)
+{
+	ms_tls *srv = mk("server.crt", "server.key", NULL, NULL, false, NULL);
+	struct event_base *base = event_base_new();
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	evutil_make_socket_nonblocking(sv[0]);
+	struct bufferevent *bev = ms_tls_bev_accept(srv, base, sv[0], BEV_OPT_CLOSE_ON_FREE, 200);
+	assert_non_null(bev);
+	hs_events = 0;
+	bufferevent_setcb(bev, NULL, NULL, hs_event_cb, base);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+	hung = false;
+	struct event *guard = evtimer_new(base, guard_cb, base);
+	struct timeval tv = {20, 0};
+	evtimer_add(guard, &tv);
+	event_base_dispatch(base);
+	assert_false(hung);
+	assert_true(hs_events & BEV_EVENT_ERROR);
+	assert_true(hs_events & BEV_EVENT_TIMEOUT);
+	bufferevent_free(bev); /* frees the SSL and its deadline timer */
+	close(sv[1]);
+	event_free(guard);
+	event_base_free(base);
+	ms_tls_free(srv);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -452,6 +490,7 @@ int main(void)
 	    cmocka_unit_test(test_self_cert),
 	    cmocka_unit_test(test_mtls),
 	    cmocka_unit_test(test_client_verifies_server),
+	    cmocka_unit_test(test_handshake_deadline),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
