@@ -397,6 +397,11 @@ size_t grpc_call_pending_bytes(const grpc_call *call)
 	return call->out.len - call->out.off;
 }
 
+bool grpc_call_over_bound(const grpc_call *call)
+{
+	return call->over;
+}
+
 void grpc_call_on_drain(grpc_call *call, void (*fn)(grpc_call *call, void *arg), void *arg)
 {
 	call->drain_fn = fn;

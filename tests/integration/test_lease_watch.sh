@@ -134,9 +134,10 @@ b=$(timeout 1.5 etcdctl --endpoints="$ET" watch --rev=$((R - 1)) --prefix w 2>&1
 # ---- expiry: a 2 s lease, not kept alive ----
 expiry() { # expiry EP OUT: prints how many DELETE events the key got
 	local ep=$1 out=$2
+	# the revision first: reading it can take longer than the 2 s lease
+	local r; r=$(rev_of "$ep")
 	local L; L=$(lease_of "$ep" 2)
 	eval "L_${ep//[.:]/_}=$L"
-	local r; r=$(rev_of "$ep")
 	(timeout 8 etcdctl --endpoints="$ep" watch --rev=$((r + 1)) ex/key >"$out" 2>&1 &)
 	ctl "$ep" put ex/key v --lease="$L" >/dev/null
 	gone() { [ -z "$(ctl "$ep" get ex/key)" ]; }

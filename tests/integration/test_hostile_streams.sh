@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Streams that never read (HTTP/2 window 0): 24 Watch streams over a 16 MiB
+# history with progress requests, a LeaseKeepAlive flood and an Observe
+# under proclaims. The member's RSS growth stays bounded, another client is
+# served meanwhile, and the starved watch streams get every revision once
+# they read (tests/go/hostile).
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/golib.sh"
+
+# RSS growth allowed: 24 watch streams x (1 MiB slow-stream bound + one
+# 512 KiB catch-up read + one revision) + a keep-alive stream (4 MiB) + an
+# observer, with room for the allocator: measured 42 MiB; the unbounded
+# server (ab30aee) grew by 522 MiB under the same load
+MAX_GROWTH_MIB=${MAX_GROWTH_MIB:-96}
+
+go_build hostile || { fail "building the Go probe"; finish; exit 1; }
+P=$(free_port); Q=$(free_port)
+start_member ms m1 "$TMP/ms" "$P" "$Q"
+MS_PID=$LAST_PID
+wait_for "ready" 20 healthy "127.0.0.1:$P" || { fail "member did not start"; finish; exit 1; }
+if "$GOBIN/hostile" "127.0.0.1:$P" "$MS_PID" "$MAX_GROWTH_MIB"; then ok "hostile stream checks"; else fail "hostile stream checks"; fi
+check "member still running" kill -0 "$MS_PID"
+finish
