@@ -4,7 +4,8 @@
 set -eu
 PKGS="build-essential pkg-config librocksdb-dev libprotobuf-c-dev protobuf-c-compiler
 libnghttp2-dev libevent-dev libck-dev libcmocka-dev libssl-dev etcd-client etcd-server
-golang-go golang-etcd-server-dev libhttp-parser-dev libyaml-dev python3 curl"
+golang-go golang-etcd-server-dev libhttp-parser-dev libyaml-dev python3 curl
+zlib1g-dev python3-etcd3"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
