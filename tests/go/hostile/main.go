@@ -12,6 +12,7 @@
 //   - one LeaseKeepAlive stream sending KEEPALIVES requests;
 //   - one Election.Observe stream while the leader proclaims PROCLAIMS values
 //     of VAL bytes.
+//
 // The member's RSS is sampled for a while; its growth over the RSS before
 // the load must stay under MAX_GROWTH_MIB. Then the windows open and WATCHES
 // streams must each receive every revision of the history exactly once, in
@@ -45,6 +46,9 @@ const (
 	PROGRESS   = 2000
 	KEEPALIVES = 200000
 	PROCLAIMS  = 200
+	// creates on a slow stream: 20 batches of 10000
+	CREATE_BATCHES = 20
+	CREATE_BATCH   = 10000
 )
 
 var failed = 0
@@ -86,7 +90,8 @@ type raw struct {
 	dmu    sync.Mutex
 	data   map[uint32][]byte // DATA received per stream
 	ended  map[uint32]bool
-	reader bool // open windows as data arrives
+	status map[uint32]string // grpc-status and grpc-message from the trailers
+	reader bool              // open windows as data arrives
 }
 
 func dialRaw(ep string) (*raw, error) {
@@ -94,7 +99,8 @@ func dialRaw(ep string) (*raw, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &raw{c: c, next: 1, ep: ep, data: map[uint32][]byte{}, ended: map[uint32]bool{}}
+	r := &raw{c: c, next: 1, ep: ep, data: map[uint32][]byte{}, ended: map[uint32]bool{},
+		status: map[uint32]string{}}
 	r.fr = http2.NewFramer(c, c)
 	r.fr.ReadMetaHeaders = hpack.NewDecoder(65536, nil)
 	r.henc = hpack.NewEncoder(&r.hbuf)
@@ -146,10 +152,20 @@ func (r *raw) readLoop() {
 			if f.StreamEnded() {
 				r.dmu.Lock()
 				r.ended[f.StreamID] = true
+				r.status[f.StreamID] = headerValue(f, "grpc-status") + " " + headerValue(f, "grpc-message")
 				r.dmu.Unlock()
 			}
 		}
 	}
+}
+
+func headerValue(f *http2.MetaHeadersFrame, name string) string {
+	for _, hf := range f.Fields {
+		if hf.Name == name {
+			return hf.Value
+		}
+	}
+	return ""
 }
 
 // open starts a stream on path; returns its id.
@@ -264,6 +280,25 @@ func main() {
 		r.send(id, frame(create), false)
 		r.send(id, progs, false)
 	}
+	// a slow stream that keeps creating watchers: it may queue CREATES_OK
+	// created replies, then it is ended with ResourceExhausted; the creates
+	// are paced so the history fills the stream first
+	floodID := r.open("/etcdserverpb.Watch/Watch")
+	r.send(floodID, frame(create), false)
+	go func() {
+		for i := 0; i < CREATE_BATCHES; i++ {
+			var b []byte
+			for j := 0; j < CREATE_BATCH; j++ {
+				m, _ := (&pb.WatchRequest{RequestUnion: &pb.WatchRequest_CreateRequest{CreateRequest: &pb.WatchCreateRequest{
+					Key: []byte(fmt.Sprintf("c/%d/%d", i, j))}}}).Marshal()
+				b = append(b, frame(m)...)
+			}
+			if r.send(floodID, b, false) != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
 	ka, _ := (&pb.LeaseKeepAliveRequest{ID: int64(lg.ID)}).Marshal()
 	kaID := r.open("/etcdserverpb.Lease/LeaseKeepAlive")
 	go r.send(kaID, bytes.Repeat(frame(ka), KEEPALIVES), false)
@@ -313,6 +348,7 @@ func main() {
 		r.fr.WriteRSTStream(id, http2.ErrCodeCancel)
 	}
 	r.fr.WriteRSTStream(kaID, http2.ErrCodeCancel)
+	// floodID stays open: its status is read below
 	r.fr.WriteRSTStream(obsID, http2.ErrCodeCancel)
 	r.mu.Unlock()
 	r.dmu.Lock()
@@ -366,6 +402,18 @@ func main() {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// the create flood's stream ended with etcd's "too many requests"
+	var floodStatus string
+	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		r.dmu.Lock()
+		floodStatus = r.status[floodID]
+		r.dmu.Unlock()
+		if floodStatus != "" {
+			break
+		}
+	}
+	check("a slow stream that keeps creating watchers ends with ResourceExhausted",
+		floodStatus == "8 etcdserver: too many requests", fmt.Sprintf("status %q", floodStatus))
 	for i, x := range res {
 		inOrder := len(x.revs) == HIST
 		for j := range x.revs {
