@@ -991,17 +991,20 @@ static void test_back_pressure(void **state)
 	tc_pump(h);
 	grpc_call *call = ts.held;
 	static uint8_t chunk[10000];
+	assert_false(grpc_call_over_bound(call));
 	/* 300 KB against the client's 64 KiB stream window: most stays queued */
 	for (int i = 0; i < 30; i++)
 		assert_int_equal(grpc_call_send(call, chunk, sizeof chunk), 0);
 	size_t pending = grpc_call_pending_bytes(call);
 	assert_true(pending > 100000);
+	assert_true(grpc_call_over_bound(call));
 	assert_true(pending <= 30 * 10005);
 	size_t at_drain = 0;
 	grpc_call_on_drain(call, drain_cb, &at_drain);
 	tc_pump(h); /* the client reads and opens its window */
 	assert_int_equal(ts.drains, 1);
 	assert_true(at_drain < 50000);
+	assert_false(grpc_call_over_bound(call)); /* below half the bound again */
 	assert_int_equal(grpc_call_pending_bytes(call), 0);
 	assert_int_equal(st->data_len, 30 * 10005);
 	assert_int_equal(grpc_call_finish(call, GRPC_OK, NULL), 0);
