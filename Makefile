@@ -21,7 +21,7 @@ CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=$(SAN)
 endif
 LIBS   := -lrocksdb -lprotobuf-c -lnghttp2 -levent_openssl -levent_pthreads -levent \
-          -lck -lhttp_parser -lyaml -lssl -lcrypto -lpthread -lm
+          -lck -lhttp_parser -lyaml -lssl -lcrypto -lz -lpthread -lm
 
 # ---- generated protobuf code (never committed) ----
 PROTOS    := $(wildcard proto/*.proto)

@@ -3,9 +3,38 @@
  * endpoints on the same port (/health, /version, /metrics).
  *
  * Threads: everything runs on the loop thread that owns the server.
- * Not served yet (answered with Unimplemented, never faked): Watch, Lease,
- * Auth, Election/Lock, Maintenance Snapshot/Hash, and
- * the JSON gateway (HTTP 501). */
+ * Not served yet (answered with Unimplemented, never faked): Auth,
+ * Maintenance Snapshot/Hash, and the JSON gateway (HTTP 501).
+ *
+ * How each streaming RPC ends (etcd 3.4's v3rpc handlers; issue 18). Rules
+ * common to all: a client cancel (RST_STREAM) or a lost connection ends the
+ * call at once, its watchers/renewals/waiters are dropped and nothing more
+ * is sent; a grpc-timeout that expires ends it with DeadlineExceeded
+ * "context deadline exceeded" (the client's own timer fires at the same
+ * moment); an error mid-stream is a status in the trailers after whatever
+ * was sent, never a silent close; at server shutdown the connections close
+ * and clients see Unavailable (etcd closes them too, after a grace period).
+ *   - Watch (bidi): a client half-close does NOT end it: etcd's recvLoop
+ *     returns nil on io.EOF and the stream keeps delivering events until the
+ *     client cancels. No request ends it either: a bad create gets a
+ *     created+canceled reply, an unknown cancel id no reply. Memory per
+ *     stream is bounded (server/watch_srv.c; a slow stream that keeps
+ *     creating/canceling gets ResourceExhausted "etcdserver: too many
+ *     requests").
+ *   - LeaseKeepAlive (bidi): one reply per request; after a client
+ *     half-close the stream ends with OK once every request received before
+ *     it is answered (etcd's loop answers each request before reading the
+ *     next, and returns nil on io.EOF); a half-close with no request ends it
+ *     at once with OK. A renewal error (no leader, timeout) ends it with
+ *     that status (svc_lease.c).
+ *   - Election.Observe (server streaming; the client half-closes right
+ *     after its request, which changes nothing): sends the leader and each
+ *     change until the client cancels; ends with OK when its observer stops
+ *     (a failed read or a lost watcher), as etcd's returns nil.
+ *   - Lock.Lock and Election.Campaign (unary, but may wait long): a client
+ *     cancel or deadline while waiting deletes the waiter's key.
+ *   - Maintenance.Snapshot: not served: Unimplemented "unknown method
+ *     Snapshot for service etcdserverpb.Maintenance". */
 #ifndef MS_API_H
 #define MS_API_H
 

@@ -66,6 +66,10 @@ typedef struct api_kwatch api_kwatch;
 typedef void (*api_kwatch_fn)(void *arg, const Etcdserverpb__WatchResponse *resp);
 int api_kwatch_open(api *a, ProtobufCBinaryData key, ProtobufCBinaryData end, int64_t start_rev, api_kwatch_fn fn,
                     void *arg, api_kwatch **out);
+/* Back-pressure: the watcher pauses (and later catches up from history)
+ * while flow has more than MS_WATCH_SLOW_BYTES unsent. flow must outlive kw
+ * (the caller holds a reference). */
+void api_kwatch_set_flow(api_kwatch *kw, grpc_call *flow);
 void api_kwatch_close(api_kwatch *kw);
 /* etcd's waitDeletes: returns once no key under [pfx, end) with a create
  * revision <= max_create_rev is left. fn(arg, 0, hdr of the last Range) or

@@ -187,6 +187,9 @@ int grpc_call_send(grpc_call *call, const uint8_t *msg, size_t len);
 int grpc_call_send_pb(grpc_call *call, const struct ProtobufCMessage *msg);
 /* Bytes queued on this call and not yet handed to the peer. */
 size_t grpc_call_pending_bytes(const grpc_call *call);
+/* True while the call's unsent output is over the per-call bound
+ * (max_pending_out) and has not yet drained below half of it. */
+bool grpc_call_over_bound(const grpc_call *call);
 /* Called (once) when pending bytes drop below half the bound after having
  * exceeded it; for producers that paused. */
 void grpc_call_on_drain(grpc_call *call, void (*fn)(grpc_call *call, void *arg), void *arg);

@@ -3,6 +3,8 @@
  * (grpc-timeout, grpc-message percent-encoding). */
 #include "api/grpc_int.h"
 
+#include "api/grpc_compress.h"
+
 #include <limits.h>
 #include <protobuf-c/protobuf-c.h>
 #include <stdio.h>
@@ -286,9 +288,41 @@ int grpc_call_add_header(grpc_call *call, const uint8_t *name, size_t nlen, cons
 
 /* ---- receiving ---- */
 
+/* A compressed message (flag 1, a known encoding; grpc_compress.h): the
+ * handler gets it inflated. false when the call ended. */
+static bool inflate_message(grpc_call *call, const uint8_t **msg, size_t *len, uint8_t **owned)
+{
+	size_t max = call->conn->opts.max_recv_msg, n;
+	const char *why;
+	char buf[200];
+	switch (grpc_decompress(call->encoding, *msg, *len, max, owned, &n, &why)) {
+	case GRPC_DECOMPRESS_OK:
+		*msg = *owned ? *owned : (const uint8_t *)"";
+		*len = n;
+		return true;
+	case GRPC_DECOMPRESS_TOO_LARGE:
+		snprintf(buf, sizeof buf, "grpc: received message after decompression larger than max (%zu vs. %zu)", n,
+		         max);
+		grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, buf);
+		return false;
+	case GRPC_DECOMPRESS_CORRUPT:
+		snprintf(buf, sizeof buf, "grpc: failed to decompress the received message %s", why);
+		grpc_call_finish(call, GRPC_INTERNAL, buf);
+		return false;
+	default:
+		grpc_call_finish(call, GRPC_RESOURCE_EXHAUSTED, "grpc: out of memory");
+		return false;
+	}
+}
+
 /* Runs the handler for one request message. */
 static void dispatch_msg(grpc_call *call, const uint8_t *msg, size_t len)
 {
+	/* hdr still holds this message's header (a held unary message reads
+	 * nothing after it): flag 1 passed start_message, so inflate here */
+	uint8_t *owned = NULL;
+	if (call->hdr[0] == 1 && !inflate_message(call, &msg, &len, &owned))
+		return;
 	if (call->method->kind == GRPC_UNARY && !call->inflight) {
 		call->inflight = true;
 		call->inflight_until = ms_now_mono_ns() + GRPC_INFLIGHT_NS;
@@ -300,6 +334,7 @@ static void dispatch_msg(grpc_call *call, const uint8_t *msg, size_t len)
 	grpc_call_ref(call); /* the handler may drop the last other ref */
 	call->method->on_message(call, msg, len, call->method->ud);
 	grpc_call_unref(call);
+	ms_free(owned);
 }
 
 /* A new unary request while the reply budget is spent is held: the message
@@ -415,6 +450,16 @@ static void deliver(grpc_call *call, const uint8_t *msg, size_t len)
 	dispatch_msg(call, msg, len);
 }
 
+bool grpc_call_check_encoding(grpc_call *call)
+{
+	if (grpc_compress_known(call->encoding))
+		return true;
+	char buf[160];
+	snprintf(buf, sizeof buf, "grpc: Decompressor is not installed for grpc-encoding \"%.60s\"", call->encoding);
+	grpc_call_finish(call, GRPC_UNIMPLEMENTED, buf);
+	return false;
+}
+
 /* A message header arrived: checks flag and size; false when the call ended. */
 static bool start_message(grpc_call *call)
 {
@@ -424,17 +469,16 @@ static bool start_message(grpc_call *call)
 	char buf[160];
 	if (flag == 1) {
 		/* the words grpc-go's checkRecvPayload uses */
-		if (!call->encoding || !*call->encoding || strcmp(call->encoding, "identity") == 0) {
+		if (grpc_compress_identity(call->encoding)) {
 			grpc_call_finish(call, GRPC_INTERNAL,
 			                 "grpc: compressed flag set with identity or empty encoding");
-		} else {
-			snprintf(buf, sizeof buf, "grpc: Decompressor is not installed for grpc-encoding \"%.60s\"",
-			         call->encoding);
-			grpc_call_finish(call, GRPC_UNIMPLEMENTED, buf);
+			return false;
 		}
-		return false;
+		if (!grpc_call_check_encoding(call))
+			return false;
+		/* gzip / deflate: inflated in deliver */
 	}
-	if (flag != 0) {
+	if (flag > 1) {
 		snprintf(buf, sizeof buf, "grpc: received unexpected payload format %u", flag);
 		grpc_call_finish(call, GRPC_INTERNAL, buf);
 		return false;
@@ -572,6 +616,11 @@ void grpc_call_on_half_close(grpc_call *call)
 size_t grpc_call_pending_bytes(const grpc_call *call)
 {
 	return call->out.len - call->out.off;
+}
+
+bool grpc_call_over_bound(const grpc_call *call)
+{
+	return call->over;
 }
 
 void grpc_call_on_drain(grpc_call *call, void (*fn)(grpc_call *call, void *arg), void *arg)

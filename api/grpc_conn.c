@@ -211,6 +211,8 @@ static void dispatch(grpc_conn *c, grpc_call *call)
 	for (size_t i = 0; i < c->nmethods; i++) {
 		if (strcmp(c->methods[i].path, call->path) == 0) {
 			call->method = &c->methods[i];
+			if (!grpc_call_check_encoding(call))
+				return;
 			if (call->deadline && (!c->new_deadline || call->deadline < c->new_deadline))
 				c->new_deadline = call->deadline;
 			return;

@@ -184,6 +184,10 @@ int grpc_call_add_header(grpc_call *call, const uint8_t *name, size_t nlen, cons
 char *grpc_call_strndup(grpc_call *call, const uint8_t *s, size_t n);
 /* Received DATA bytes: reassembles and delivers messages. */
 void grpc_call_on_data(grpc_call *call, const uint8_t *data, size_t len);
+/* Request headers are complete: false (and the call answered Unimplemented,
+ * as grpc-go) when grpc-encoding names no decompressor we have
+ * (grpc_compress.h). */
+bool grpc_call_check_encoding(grpc_call *call);
 /* The client sent END_STREAM. */
 void grpc_call_on_half_close(grpc_call *call);
 /* The stream is gone: fires on_close (once) and drops the stream's ref. */

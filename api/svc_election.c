@@ -569,6 +569,8 @@ static void obs_follow(obs_op *op, const Etcdserverpb__ResponseHeader *hdr, Mvcc
 	ProtobufCBinaryData none = {0, NULL};
 	if (obs_send(op, hdr, kv) || api_kwatch_open(op->a, kv->key, none, hdr->revision + 1, obs_event, op, &op->kw))
 		obs_end(op);
+	else
+		api_kwatch_set_flow(op->kw, op->call);
 }
 
 static void obs_event(void *arg, const Etcdserverpb__WatchResponse *r)
@@ -621,6 +623,8 @@ static void obs_ranged(void *arg, int code, ProtobufCMessage *resp, const char *
 		op->want_put = true;
 		if (api_kwatch_open(op->a, op->pfx, op->end, rr->header->revision, obs_event, op, &op->kw))
 			obs_end(op);
+		else
+			api_kwatch_set_flow(op->kw, op->call);
 	}
 	if (resp)
 		protobuf_c_message_free_unpacked(resp, &ms_pb_allocator);

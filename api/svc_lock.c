@@ -47,6 +47,8 @@ struct api_kwatch {
 	ms_watch *w;
 	struct event *ev;
 	kw_msg *head, **tail;
+	size_t queued;   /* bytes in head..tail */
+	grpc_call *flow; /* the client call fn's output goes to, or NULL */
 	api_kwatch_fn fn;
 	void *arg;
 	bool delivering, closed;
@@ -74,15 +76,21 @@ static int kw_send(void *ud, const uint8_t *msg, size_t len)
 	m->next = NULL;
 	m->len = len;
 	memcpy(m->data, msg, len);
+	kw->queued += len;
 	*kw->tail = m;
 	kw->tail = &m->next;
 	event_active(kw->ev, EV_TIMEOUT, 1);
 	return 0;
 }
 
+/* What the watch server counts against its slow-stream bound: responses not
+ * yet delivered, plus what the client call has not taken yet, so a client
+ * that never reads its Observe stream holds at most that bound (the watch
+ * server polls waiting streams, no drain callback is needed). */
 static size_t kw_pending(void *ud)
 {
-	return 0;
+	api_kwatch *kw = ud;
+	return kw->queued + (kw->flow ? grpc_call_pending_bytes(kw->flow) : 0);
 }
 static void kw_want_drain(void *ud) {}
 static const ms_watch_sink kw_sink = {kw_send, kw_pending, kw_want_drain};
@@ -96,6 +104,7 @@ static void kw_deliver(evutil_socket_t fd, short what, void *arg)
 		kw->head = m->next;
 		if (!kw->head)
 			kw->tail = &kw->head;
+		kw->queued -= m->len;
 		Etcdserverpb__WatchResponse *r =
 		    etcdserverpb__watch_response__unpack(&ms_pb_allocator, m->len, m->data);
 		ms_free(m);
@@ -143,6 +152,11 @@ int api_kwatch_open(api *a, ProtobufCBinaryData key, ProtobufCBinaryData end, in
 	}
 	*out = kw;
 	return 0;
+}
+
+void api_kwatch_set_flow(api_kwatch *kw, grpc_call *flow)
+{
+	kw->flow = flow;
 }
 
 void api_kwatch_close(api_kwatch *kw)

@@ -46,7 +46,7 @@ typedef struct tr_listener {
 	int port;
 	struct event *resume_ev; /* re-enables accepting after a failure */
 	int backoff_ms;          /* the next pause; reset by a successful accept */
-	bool secure; /* https: TLS on every accepted connection */
+	bool secure;             /* https: TLS on every accepted connection */
 } tr_listener;
 
 /* A peer we send to: one outbound connection. */
@@ -125,7 +125,7 @@ struct raft_transport {
 	int n_snaps_in;  /* snapshot streams being received */
 	uint64_t snap_max, snap_reserve;
 	uint64_t snap_reserved; /* announced bytes of the streams in progress */
-	ms_tls *tls; /* peer TLS for https URLs (borrowed), or NULL */
+	ms_tls *tls;            /* peer TLS for https URLs (borrowed), or NULL */
 };
 
 /* ---- small helpers ---- */

@@ -189,9 +189,12 @@ typedef struct ms_watch_sink {
 	size_t (*pending)(void *ud);
 	void (*want_drain)(void *ud);
 } ms_watch_sink;
-/* Slow-stream bound: equal to the gRPC layer's default per-call bound, so its
- * drain notification fires once the stream is below half of it. */
-#define MS_WATCH_SLOW_BYTES (4u << 20)
+/* Slow-stream bound (unsent bytes per stream). Below the gRPC layer's
+ * per-call bound (4 MiB), so the watch server also polls waiting streams
+ * (every 100 ms at most) instead of relying only on the drain callback.
+ * A stream holds at most this + one catch-up read (512 KiB) + one revision;
+ * see server/watch_srv.c. */
+#define MS_WATCH_SLOW_BYTES (1u << 20)
 int ms_server_watch_open(ms_server *s, const ms_watch_sink *sink, void *ud, ms_watch **out);
 /* Create / cancel / progress, answered as etcd's watch server does. */
 int ms_server_watch_request(ms_watch *w, const Etcdserverpb__WatchRequest *req);

@@ -13,10 +13,27 @@
  *   - catch-up threads (CU_THREADS): engine_history reads only; a stream has
  *     at most one read in flight, for one of its unsynced watchers.
  *
- * Slow streams: when a stream's unsent output is over MS_WATCH_SLOW_BYTES,
- * live events for its watchers are not queued; the watchers go back to
- * catch-up from the first revision not sent (watch_hub_unsync), and catch-up
- * for that stream waits until the output drains below half the bound.
+ * Memory per stream is bounded in bytes, not events (issue 10):
+ *   - live events: when a stream's unsent output is over MS_WATCH_SLOW_BYTES
+ *     they are not queued; the watchers go back to catch-up from the first
+ *     revision not sent (watch_hub_unsync);
+ *   - catch-up: one read in flight per stream, at most CU_MAX_BYTES of
+ *     events (ending on a revision boundary, so one revision may add up to
+ *     --max-request-bytes), and none starts while the stream is slow: it
+ *     waits until the output drains below half the bound (the gRPC drain
+ *     callback, or the periodic tick for bounds below the gRPC layer's);
+ *   - progress requests on a slow stream are coalesced: at most one reply is
+ *     owed, sent (with the revision current then) once the stream drains;
+ *   - created / canceled replies cannot be coalesced (each answers its own
+ *     request and the client waits for it); a slow stream may queue
+ *     CTRL_MAX_SLOW of them (~50 KiB), and the next create or cancel ends
+ *     the stream with ResourceExhausted "etcdserver: too many requests"
+ *     instead of queueing. etcd stops reading such a stream (its control
+ *     channel holds 16 replies); a client that reads its replies never gets
+ *     there.
+ * So a stream holds at most MS_WATCH_SLOW_BYTES + CU_MAX_BYTES + one
+ * revision's events (+ one catch-up read's copy while it is in flight),
+ * however large the history and however slowly the client reads.
  *
  * Progress notifications: every --experimental-watch-progress-notify-interval
  * (default 10 min, as etcd) for progress_notify watchers that got nothing in
@@ -30,8 +47,12 @@
 #include "watch/watch.h"
 
 #define CU_THREADS 2
-#define CU_MAX_EVENTS 1000 /* events per catch-up read (ends on a revision boundary) */
-#define TICK_MAX_MS 250
+#define CU_MAX_EVENTS 1000         /* events per catch-up read (ends on a revision boundary) */
+#define CU_MAX_BYTES (512u * 1024) /* and bytes per catch-up read (same boundary rule) */
+#define CU_STOP 1                  /* cu_collect: the byte budget is spent (never an MS_E* code) */
+/* created/canceled replies a slow stream may queue before it is ended */
+#define CTRL_MAX_SLOW 1024
+#define TICK_MAX_MS 100                  /* also how soon a drained slow stream resumes */
 #define GRPC_OVERHEAD_BYTES (512 * 1024) /* etcd: fragment limit = max-request-bytes + this */
 
 typedef struct feed_item {
@@ -51,7 +72,9 @@ struct ms_watch {
 	int refs; /* the client stream + a catch-up job in flight */
 	bool closed;
 	bool wait_drain;
-	cu_job *job; /* in flight */
+	bool progress_owed; /* a progress request came while the stream was slow */
+	int ctrl_slow;      /* created/canceled replies queued since the stream became slow */
+	cu_job *job;        /* in flight */
 	struct ms_watch *prev, *next;
 };
 
@@ -66,6 +89,9 @@ struct cu_job {
 	bool prev_kv, fragment;
 	/* results (catch-up thread) */
 	int code;
+	size_t bytes;     /* encoded size of the events collected */
+	int64_t last_rev; /* revision of the last event collected */
+	int64_t stop_rev; /* cu_collect stopped before this revision */
 	int64_t next_rev, hdr_rev, compact_rev;
 	Mvccpb__Event **evs;
 	size_t n, cap;
@@ -226,10 +252,17 @@ static Mvccpb__KeyValue *kv_dup(const Mvccpb__KeyValue *kv)
 	return c;
 }
 
-/* engine_history callback (catch-up thread): keeps a copy of the event. */
+/* engine_history callback (catch-up thread): keeps a copy of the event, or
+ * stops the read with CU_STOP at the first revision boundary past
+ * CU_MAX_BYTES. */
 static int cu_collect(void *arg, const Mvccpb__Event *ev)
 {
 	cu_job *j = arg;
+	int64_t rev = ev->kv ? ev->kv->mod_revision : 0;
+	if (j->bytes >= CU_MAX_BYTES && rev != j->last_rev) {
+		j->stop_rev = rev;
+		return CU_STOP;
+	}
 	if (filtered(j->filters, ev))
 		return 0;
 	if (j->n == j->cap) {
@@ -250,6 +283,8 @@ static int cu_collect(void *arg, const Mvccpb__Event *ev)
 	j->evs[j->n++] = c;
 	if (!c->kv || (j->prev_kv && ev->prev_kv && !c->prev_kv))
 		return MS_ENOMEM;
+	j->last_rev = rev;
+	j->bytes += mvccpb__event__get_packed_size(c);
 	return 0;
 }
 
@@ -271,6 +306,11 @@ static void *cu_main(void *arg)
 			j->hdr_rev = engine_current_rev(e);
 			j->code = engine_history(e, j->key, j->key_len, j->end, j->end_len, j->from, j->hdr_rev,
 			                         j->prev_kv, CU_MAX_EVENTS, cu_collect, j, &j->next_rev, &err);
+			if (j->code == CU_STOP) {
+				/* everything before stop_rev was collected */
+				j->code = 0;
+				j->next_rev = j->stop_rev;
+			}
 			if (j->code == MS_ECOMPACTED)
 				j->compact_rev = engine_compact_rev(e);
 			else if (j->code)
@@ -280,6 +320,15 @@ static void *cu_main(void *arg)
 	}
 }
 
+/* The stream is over its bound: wait for its output to drain. */
+static void wait_for_drain(ms_watch *w)
+{
+	if (w->wait_drain)
+		return;
+	w->wait_drain = true;
+	w->sink.want_drain(w->ud);
+}
+
 /* Starts a history read for one of w's unsynced watchers (loop). */
 static void schedule_catchup(ms_watch *w)
 {
@@ -287,8 +336,7 @@ static void schedule_catchup(ms_watch *w)
 	if (w->closed || w->job || w->wait_drain)
 		return;
 	if (stream_slow(w)) {
-		w->wait_drain = true;
-		w->sink.want_drain(w->ud);
+		wait_for_drain(w);
 		return;
 	}
 	watch_info wi;
@@ -444,6 +492,25 @@ static void on_feed(evutil_socket_t fd, short what, void *arg)
 
 /* ---- progress and stalled streams ---- */
 
+/* A waiting stream's output may have drained: send what is owed and go on
+ * catching up, or keep waiting. */
+static void stream_resume(ms_watch *w)
+{
+	if (w->closed)
+		return;
+	if (stream_slow(w)) {
+		w->sink.want_drain(w->ud);
+		return;
+	}
+	w->wait_drain = false;
+	w->ctrl_slow = 0;
+	if (w->progress_owed) {
+		w->progress_owed = false;
+		send_ctrl(w, -1, watch_hub_rev(w->ws->hub), false, false, 0, NULL);
+	}
+	schedule_catchup(w);
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct ms_watch_srv *ws = arg;
@@ -455,7 +522,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 			for (size_t i = 0; i < ws->batch.n; i++) {
 				watch_out *o = &ws->batch.out[i];
 				ms_watch *w = o->owner;
-				if (!w->closed && !w->wait_drain)
+				/* skipped on a slow stream: the next interval sends one */
+				if (!w->closed && !w->wait_drain && !stream_slow(w))
 					send_ctrl(w, o->id, o->rev, false, false, 0, NULL);
 			}
 		}
@@ -465,10 +533,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	/* a drain notification may not come (the gRPC layer only reports one
 	 * after its own bound was exceeded): look at waiting streams here too */
 	for (ms_watch *w = ws->streams.next; w != &ws->streams; w = w->next)
-		if (w->wait_drain && !w->closed && w->sink.pending(w->ud) <= MS_WATCH_SLOW_BYTES / 2) {
-			w->wait_drain = false;
-			schedule_catchup(w);
-		}
+		if (w->wait_drain && !w->closed && w->sink.pending(w->ud) <= MS_WATCH_SLOW_BYTES / 2)
+			stream_resume(w);
 }
 
 /* ---- life cycle ---- */
@@ -643,13 +709,27 @@ static int watch_create(ms_watch *w, const Etcdserverpb__WatchCreateRequest *c)
 	return rc;
 }
 
+/* A created/canceled reply is about to be queued: false when the stream is
+ * slow and already holds CTRL_MAX_SLOW of them. */
+static bool ctrl_room(ms_watch *w)
+{
+	if (!w->wait_drain && !stream_slow(w))
+		return true;
+	wait_for_drain(w); /* ctrl_slow is reset once the output drains */
+	return ++w->ctrl_slow <= CTRL_MAX_SLOW;
+}
+
 int ms_server_watch_request(ms_watch *w, const Etcdserverpb__WatchRequest *req)
 {
 	struct ms_watch_srv *ws = w->ws;
 	switch (req->request_union_case) {
 	case ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST:
+		if (!ctrl_room(w))
+			return MS_ETOO_MANY_REQS;
 		return watch_create(w, req->create_request);
 	case ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CANCEL_REQUEST: {
+		if (!ctrl_room(w))
+			return MS_ETOO_MANY_REQS;
 		int64_t id = req->cancel_request->watch_id;
 		if (watch_hub_remove(ws->hub, w->hs, id) != 0)
 			return 0; /* etcd: no reply for an unknown id */
@@ -658,6 +738,12 @@ int ms_server_watch_request(ms_watch *w, const Etcdserverpb__WatchRequest *req)
 		return send_ctrl(w, id, engine_current_rev(ws->s->eng), false, true, 0, NULL);
 	}
 	case ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_PROGRESS_REQUEST:
+		if (w->wait_drain || stream_slow(w)) {
+			/* coalesced: one reply owed, sent once the stream drains */
+			w->progress_owed = true;
+			wait_for_drain(w);
+			return 0;
+		}
 		/* the last revision handed to the watchers: everything up to it was sent */
 		return send_ctrl(w, -1, watch_hub_rev(ws->hub), false, false, 0, NULL);
 	default:
@@ -669,8 +755,7 @@ void ms_server_watch_drained(ms_watch *w)
 {
 	if (w->closed || !w->wait_drain)
 		return;
-	w->wait_drain = false;
-	schedule_catchup(w);
+	stream_resume(w);
 }
 
 void ms_server_watch_close(ms_watch *w)

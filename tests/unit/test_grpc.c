@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "api/grpc_int.h"
 
@@ -708,30 +709,113 @@ static void test_unknown_method(void **state)
 	tc_harness_free(h);
 }
 
+/* m compressed as gzip (gz) or zlib ("deflate"), framed with flag 1 */
+static size_t tc_deflate(bool gz, const uint8_t *m, size_t len, uint8_t *out, size_t cap)
+{
+	z_stream z;
+	memset(&z, 0, sizeof z);
+	assert_int_equal(deflateInit2(&z, 9, Z_DEFLATED, gz ? 15 + 16 : 15, 9, Z_DEFAULT_STRATEGY), Z_OK);
+	z.next_in = (Bytef *)m;
+	z.avail_in = (uInt)len;
+	z.next_out = out + 5;
+	z.avail_out = (uInt)(cap - 5);
+	assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+	size_t n = z.total_out;
+	deflateEnd(&z);
+	out[0] = 1;
+	out[1] = (uint8_t)(n >> 24);
+	out[2] = (uint8_t)(n >> 16);
+	out[3] = (uint8_t)(n >> 8);
+	out[4] = (uint8_t)n;
+	return n + 5;
+}
+
 static void test_compressed_flag(void **state)
 {
-	tc_harness *h = new_harness(NULL);
+	grpc_server_opts o = {.max_recv_msg = 65536};
+	tc_harness *h = new_harness(&o);
 	tc_stream *a = tc_request(h, "/test.Echo/Unary", NULL);
 	uint8_t m[6] = {1, 0, 0, 0, 1, 'x'};
 	tc_add_raw(a, m, 6);
 	tc_end(a);
-	const char *gz[] = {"grpc-encoding", "gzip", NULL};
-	tc_stream *b = tc_request(h, "/test.Echo/Unary", gz);
+	/* an encoding we cannot inflate: refused before any message, as grpc-go */
+	const char *br[] = {"grpc-encoding", "br", NULL};
+	tc_stream *b = tc_request(h, "/test.Echo/Unary", br);
+	m[0] = 0;
 	tc_add_raw(b, m, 6);
 	tc_end(b);
 	tc_stream *c = tc_request(h, "/test.Echo/Unary", NULL);
 	m[0] = 7;
 	tc_add_raw(c, m, 6);
 	tc_end(c);
+	/* gzip that is not gzip, and gzip cut short (Go's texts) */
+	const char *gz[] = {"grpc-encoding", "gzip", NULL};
+	tc_stream *d = tc_request(h, "/test.Echo/Unary", gz);
+	uint8_t junk[5 + 12] = {1, 0, 0, 0, 12, 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x'};
+	tc_add_raw(d, junk, sizeof junk);
+	tc_end(d);
+	tc_stream *f = tc_request(h, "/test.Echo/Unary", gz);
+	m[0] = 1;
+	tc_add_raw(f, m, 6);
+	tc_end(f);
+	/* a bomb: 1 MiB of zeros in ~1 KiB, over the 64 KiB receive limit */
+	static uint8_t zeros[1 << 20], bomb[8192];
+	size_t nb = tc_deflate(true, zeros, sizeof zeros, bomb, sizeof bomb);
+	tc_stream *e = tc_request(h, "/test.Echo/Unary", gz);
+	tc_add_raw(e, bomb, nb);
+	tc_end(e);
 	tc_pump(h);
 	assert_int_equal(a->grpc_status, GRPC_INTERNAL);
 	assert_string_equal(a->grpc_message, "grpc: compressed flag set with identity or empty encoding");
 	assert_int_equal(b->grpc_status, GRPC_UNIMPLEMENTED);
-	assert_string_equal(b->grpc_message, "grpc: Decompressor is not installed for grpc-encoding \"gzip\"");
+	assert_true(b->trailers_only);
+	assert_string_equal(b->grpc_message, "grpc: Decompressor is not installed for grpc-encoding \"br\"");
 	assert_int_equal(c->grpc_status, GRPC_INTERNAL);
 	assert_string_equal(c->grpc_message, "grpc: received unexpected payload format 7");
+	assert_int_equal(d->grpc_status, GRPC_INTERNAL);
+	assert_string_equal(d->grpc_message, "grpc: failed to decompress the received message gzip: invalid header");
+	assert_int_equal(f->grpc_status, GRPC_INTERNAL);
+	assert_string_equal(f->grpc_message, "grpc: failed to decompress the received message unexpected EOF");
+	assert_int_equal(e->grpc_status, GRPC_RESOURCE_EXHAUSTED);
+	assert_string_equal(e->grpc_message,
+	                    "grpc: received message after decompression larger than max (65537 vs. 65536)");
 	assert_int_equal(ts.messages, 0);
-	assert_int_equal(ts.closes, 3);
+	assert_int_equal(ts.closes, 6);
+	tc_harness_free(h);
+}
+
+/* gzip and deflate messages reach the handler inflated; the reply is
+ * identity; an uncompressed message on a gzip call is taken as it is */
+static void test_compressed_messages(void **state)
+{
+	tc_harness *h = new_harness(NULL);
+	const char *gz[] = {"grpc-encoding", "gzip", "grpc-accept-encoding", "gzip,deflate", NULL};
+	const char *df[] = {"grpc-encoding", "deflate", NULL};
+	const char *id[] = {"grpc-encoding", "identity", NULL};
+	uint8_t buf[256];
+	const uint8_t hello[] = "hello, compressed world";
+	tc_stream *a = tc_request(h, "/test.Echo/Unary", gz);
+	tc_add_raw(a, buf, tc_deflate(true, hello, sizeof hello - 1, buf, sizeof buf));
+	tc_end(a);
+	tc_stream *b = tc_request(h, "/test.Echo/Bidi", df);
+	tc_add_raw(b, buf, tc_deflate(false, hello, 5, buf, sizeof buf));
+	tc_add_msg(b, (const uint8_t *)"plain", 5);
+	tc_add_raw(b, buf, tc_deflate(false, (const uint8_t *)"again", 5, buf, sizeof buf));
+	tc_end(b);
+	tc_stream *c = tc_request(h, "/test.Echo/Unary", id);
+	tc_add_msg(c, (const uint8_t *)"id", 2);
+	tc_end(c);
+	tc_pump(h);
+	assert_int_equal(a->grpc_status, GRPC_OK);
+	const char *wa[] = {"hello, compressed world"};
+	check_msgs(a, 1, wa);
+	assert_int_equal(b->grpc_status, GRPC_OK);
+	const char *wb[] = {"hello", "plain", "again"};
+	check_msgs(b, 3, wb);
+	assert_int_equal(c->grpc_status, GRPC_OK);
+	const char *wc[] = {"id"};
+	check_msgs(c, 1, wc);
+	assert_int_equal(ts.messages, 5);
 	tc_harness_free(h);
 }
 
@@ -966,17 +1050,20 @@ static void test_back_pressure(void **state)
 	tc_pump(h);
 	grpc_call *call = ts.held;
 	static uint8_t chunk[10000];
+	assert_false(grpc_call_over_bound(call));
 	/* 300 KB against the client's 64 KiB stream window: most stays queued */
 	for (int i = 0; i < 30; i++)
 		assert_int_equal(grpc_call_send(call, chunk, sizeof chunk), 0);
 	size_t pending = grpc_call_pending_bytes(call);
 	assert_true(pending > 100000);
+	assert_true(grpc_call_over_bound(call));
 	assert_true(pending <= 30 * 10005);
 	size_t at_drain = 0;
 	grpc_call_on_drain(call, drain_cb, &at_drain);
 	tc_pump(h); /* the client reads and opens its window */
 	assert_int_equal(ts.drains, 1);
 	assert_true(at_drain < 50000);
+	assert_false(grpc_call_over_bound(call)); /* below half the bound again */
 	assert_int_equal(grpc_call_pending_bytes(call), 0);
 	assert_int_equal(st->data_len, 30 * 10005);
 	assert_int_equal(grpc_call_finish(call, GRPC_OK, NULL), 0);
@@ -1959,6 +2046,7 @@ int main(void)
 	    cmocka_unit_test(test_partial_messages_bounded),
 	    cmocka_unit_test(test_unknown_method),
 	    cmocka_unit_test(test_compressed_flag),
+	    cmocka_unit_test(test_compressed_messages),
 	    cmocka_unit_test(test_half_close_edge_cases),
 	    cmocka_unit_test(test_bad_preface),
 	    cmocka_unit_test(test_bad_frame_after_preface),
