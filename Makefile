@@ -175,7 +175,10 @@ fuzz-build:
 
 build-fuzz/bin/%: tests/fuzz/%.c tests/fuzz/fuzz_types.h build-fuzz/libmetastore.a
 	@mkdir -p build-fuzz/bin
-	clang -std=gnu11 -D_GNU_SOURCE -g -O1 $(FUZZ_SAN) -I. -Ibuild-fuzz/gen $< build-fuzz/libmetastore.a $(LIBS) -o $@
+	clang -std=gnu11 -D_GNU_SOURCE -g -O1 $(FUZZ_SAN) -I. -Ibuild-fuzz/gen -MMD -MP -MF $@.d $< \
+	  build-fuzz/libmetastore.a $(LIBS) -o $@
+
+-include $(wildcard build-fuzz/bin/*.d)
 
 # run-fuzz SECONDS: each target in turn; the first failure stops the loop.
 define run-fuzz

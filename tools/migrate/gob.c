@@ -774,9 +774,11 @@ static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *dd)
 void gob_time_format(const gob_time *t, char *buf, size_t cap)
 {
 	int64_t off = t->utc ? 0 : (int64_t)t->offset_min * 60 + t->offset_sec;
-	int64_t local = t->sec - SECS_0001_TO_1970 + off; /* no overflow for |sec| < 2^62 */
-	int64_t days = local >= 0 ? local / 86400 : -((-local + 86399) / 86400);
-	int64_t sod = local - days * 86400;
+	/* 128-bit: sec is any int64 a stream carries (fuzz_gob found the
+	 * overflow near INT64_MIN); the day count then fits in 64 bits */
+	__int128 local = (__int128)t->sec - SECS_0001_TO_1970 + off;
+	int64_t days = (int64_t)(local >= 0 ? local / 86400 : -((-local + 86399) / 86400));
+	int64_t sod = (int64_t)(local - (__int128)days * 86400);
 	int64_t y;
 	unsigned mo, dd;
 	civil_from_days(days, &y, &mo, &dd);
