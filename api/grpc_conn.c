@@ -493,7 +493,10 @@ void grpc_conn_inflight_dec(grpc_conn *c)
 
 bool grpc_conn_paused(grpc_conn *c)
 {
-	if (c->paused && !conn_over(c))
+	/* hysteresis: resume once a quarter of the in-flight calls finished,
+	 * so a busy connection reads requests in batches rather than one loop
+	 * iteration per finished call */
+	if (c->paused && !c->blocked && c->inflight <= c->opts.max_inflight - (c->opts.max_inflight + 3) / 4)
 		c->paused = false;
 	return c->paused;
 }

@@ -284,7 +284,8 @@ static void sc_process(srv_conn *sc)
 				size_t u;
 				rc = grpc_conn_feed(sc->h2, v[i].iov_base, v[i].iov_len, &u);
 				used += u;
-				paused = rc == 0 && u < v[i].iov_len;
+				/* a pause on the last bytes of this piece still holds */
+				paused = rc == 0 && (u < v[i].iov_len || grpc_conn_paused(sc->h2));
 			} else {
 				rc = grpc_http1_recv(sc->h1, v[i].iov_base, v[i].iov_len);
 				used += v[i].iov_len;
