@@ -5,6 +5,8 @@ BUILD ?= build
 BIN   ?= bin
 CC    ?= cc
 SAN   ?=
+# plain `make` builds the binaries (the first rule below is a library)
+.DEFAULT_GOAL := all
 
 WARN   := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
           -Wno-unused-parameter -Wno-missing-field-initializers -Wvla
@@ -12,12 +14,13 @@ ifeq ($(CI),true)
 WARN   += -Werror
 endif
 OPT    ?= -O2
-CFLAGS ?= $(OPT) -g
-CFLAGS += -std=gnu11 -D_GNU_SOURCE -pthread -fno-strict-aliasing $(WARN) -I. -I$(BUILD)/gen
-# EXTRA_CFLAGS: additions for experiments, e.g. -DENG_WRITE_BUFFER=8388608ul
-CFLAGS += $(EXTRA_CFLAGS)
+# CFLAGS (from the environment or the command line) are added to the
+# project's flags, never in place of them: -O2 -g and the include paths stay.
+# EXTRA_CFLAGS: the same, for experiments, e.g. -DENG_WRITE_BUFFER=8388608ul
+MS_CFLAGS := $(OPT) -g -std=gnu11 -D_GNU_SOURCE -pthread -fno-strict-aliasing $(WARN) -I. -I$(BUILD)/gen \
+             $(CFLAGS) $(EXTRA_CFLAGS)
 ifneq ($(SAN),)
-CFLAGS  += -fsanitize=$(SAN) -fno-omit-frame-pointer
+MS_CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=$(SAN)
 endif
 LIBS   := -lrocksdb -lprotobuf-c -lnghttp2 -levent_openssl -levent_pthreads -levent \
@@ -40,10 +43,10 @@ LIB     := $(BUILD)/libmetastore.a
 
 $(BUILD)/%.o: %.c | $(PROTO_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(MS_CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/gen/%.pb-c.o: $(BUILD)/gen/%.pb-c.c | $(PROTO_H)
-	$(CC) $(CFLAGS) -w -c $< -o $@
+	$(CC) $(MS_CFLAGS) -w -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
@@ -202,7 +205,7 @@ fuzz-test: fuzz-build
 
 $(BUILD)/tests/gen_seeds: tests/fuzz/gen_seeds.c tests/fuzz/fuzz_types.h $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LIBS)
+	$(CC) $(MS_CFLAGS) -o $@ $< $(LIB) $(LIBS)
 
 fuzz-seeds: $(BUILD)/tests/gen_seeds
 	$(BUILD)/tests/gen_seeds tests/fuzz/corpus
