@@ -618,7 +618,9 @@ int gob_dec_next(gob_dec *d, const gob_value **out, ms_err *err)
 		if (id < 0) {
 			if (id == INT64_MIN || -id < GOB_TID_FIRST_USER || user_type(d, -id)) {
 				d->pos = at;
-				return dec_fail(d, MS_ECORRUPT, "type id %lld redefined or reserved", (long long)-id);
+				/* unsigned negation: id may be INT64_MIN (found by fuzz_gob) */
+				return dec_fail(d, MS_ECORRUPT, "type id %llu redefined or reserved",
+				                0ull - (unsigned long long)id);
 			}
 			const gob_value *w;
 			if ((rc = decode_value(d, find_type(d, TID_WIRE, true), &w)) || (rc = define_type(d, -id, w)) ||
