@@ -74,7 +74,8 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud
  * tokens; values carry no NUL, CR, LF or other control byte but HTAB; only
  * the four request pseudo-headers, each once, all before the regular
  * headers, and :method, :scheme and :path present; no connection-specific
- * header; te is "trailers"; no pseudo-header in trailers. content-length is
+ * header; no pseudo-header in trailers. te is not looked at, as grpc-go
+ * (a "Trailers" or "trailers, deflate" from a hand-made client is served). content-length is
  * not checked: gRPC framing carries its own lengths. */
 enum { CALL_PS_METHOD = 1, CALL_PS_SCHEME = 2, CALL_PS_PATH = 4, CALL_PS_AUTHORITY = 8 };
 
@@ -122,9 +123,7 @@ static bool request_header_ok(grpc_call *call, const uint8_t *name, size_t nlen,
 		return true;
 	}
 	call->saw_regular = true;
-	if (!header_name_ok(name, nlen) || header_conn_specific(name, nlen))
-		return false;
-	return !name_is(name, nlen, "te") || name_is(value, vlen, "trailers");
+	return header_name_ok(name, nlen) && !header_conn_specific(name, nlen);
 }
 
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen, const uint8_t *value,
