@@ -1449,12 +1449,9 @@ static void test_request_header_checks(void **state)
 	tc_stream *ok = req_byte(h, "/test.Echo/Unary", 'a');
 	tc_authority = "localhost";
 	const char *bad[][3] = {
-	    {"Upper", "x", NULL},
-	    {"connection", "close", NULL},
-	    {"x-bad", "a\nb", NULL},
-	    {":path", "/test.Echo/Unary", NULL},
-	    {"x-nul", "a\x01", NULL},
-	    {"transfer-encoding", "chunked", NULL},
+	    {"Upper", "x", NULL},     {"connection", "close", NULL},
+	    {"x-bad", "a\nb", NULL},  {":path", "/test.Echo/Unary", NULL},
+	    {"x-nul", "a\x01", NULL}, {"transfer-encoding", "chunked", NULL},
 	};
 	tc_stream *s[MS_ARRAY_LEN(bad)];
 	for (size_t i = 0; i < MS_ARRAY_LEN(bad); i++) {
