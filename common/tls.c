@@ -248,6 +248,12 @@ static int refuse(SSL *ssl, X509_STORE_CTX *xs, X509 *cert, int code, const char
 	return 0;
 }
 
+/* The refusals use the words of etcd's checks ("CommonName authentication
+ * failed", "client certificate authentication failed"), and
+ * X509_V_ERR_CERT_REJECTED makes OpenSSL send a bad_certificate alert, as
+ * Go does when such a check refuses a certificate: the other side logs
+ * "remote error: tls: bad certificate". etcd's e2e tests wait for these
+ * lines. */
 static int verify_cb(int ok, X509_STORE_CTX *xs)
 {
 	SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
@@ -268,13 +274,14 @@ static int verify_cb(int ok, X509_STORE_CTX *xs)
 		char cn[256];
 		int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
 		if (n < 0 || strcmp(cn, t->allowed_cn) != 0)
-			return refuse(ssl, xs, cert, X509_V_ERR_APPLICATION_VERIFICATION, "CN not allowed");
+			return refuse(ssl, xs, cert, X509_V_ERR_CERT_REJECTED, "CommonName authentication failed");
 	}
 	if (t->allowed_host) {
 		int m = t->allowed_host_ip ? X509_check_ip_asc(cert, t->allowed_host, 0)
 		                           : X509_check_host(cert, t->allowed_host, 0, 0, NULL);
 		if (m != 1)
-			return refuse(ssl, xs, cert, X509_V_ERR_APPLICATION_VERIFICATION, "hostname not allowed");
+			return refuse(ssl, xs, cert, X509_V_ERR_CERT_REJECTED,
+			              "client certificate authentication failed");
 	}
 	return ok;
 }
@@ -729,4 +736,78 @@ int ms_tls_peer_cn(struct bufferevent *bev, char *buf, size_t cap)
 		return MS_ENOTFOUND;
 	int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buf, (int)cap);
 	return n > 0 ? 0 : MS_ENOTFOUND;
+}
+
+/* Go's crypto/tls texts for the alerts a peer may send (alert.go). */
+static const char *go_alert_text(int alert)
+{
+	switch (alert) {
+	case 10:
+		return "unexpected message";
+	case 20:
+		return "bad record MAC";
+	case 40:
+		return "handshake failure";
+	case 42:
+		return "bad certificate";
+	case 43:
+		return "unsupported certificate";
+	case 44:
+		return "revoked certificate";
+	case 45:
+		return "expired certificate";
+	case 46:
+		return "unknown certificate";
+	case 47:
+		return "illegal parameter";
+	case 48:
+		return "unknown certificate authority";
+	case 49:
+		return "access denied";
+	case 50:
+		return "error decoding message";
+	case 51:
+		return "error decrypting message";
+	case 70:
+		return "protocol version not supported";
+	case 71:
+		return "insufficient security level";
+	case 80:
+		return "internal error";
+	case 90:
+		return "user canceled";
+	case 109:
+		return "unsupported extension";
+	case 112:
+		return "unrecognized name";
+	case 116:
+		return "certificate required";
+	case 120:
+		return "no application protocol";
+	default:
+		return NULL;
+	}
+}
+
+int ms_tls_bev_error(struct bufferevent *bev, char *buf, size_t cap)
+{
+	unsigned long e, any = 0;
+	const char *go = NULL;
+	while ((e = bufferevent_get_openssl_error(bev)) != 0) {
+		int reason = ERR_GET_REASON(e);
+		if (!go && reason > SSL_AD_REASON_OFFSET)
+			go = go_alert_text(reason - SSL_AD_REASON_OFFSET);
+		if (!any || ERR_reason_error_string(e))
+			any = e;
+	}
+	if (go) {
+		snprintf(buf, cap, "remote error: tls: %s", go);
+		return 0;
+	}
+	if (!any)
+		return MS_ENOTFOUND;
+	char es[160];
+	ERR_error_string_n(any, es, sizeof es);
+	snprintf(buf, cap, "tls: %s", es);
+	return 0;
 }

@@ -99,6 +99,11 @@ struct bufferevent *ms_tls_bev_connect(ms_tls *t, struct event_base *base, const
  * bufferevent whose handshake is done): 0 and the CN in buf, or MS_ENOTFOUND
  * (plain connection, no certificate, not verified, no CN). */
 int ms_tls_peer_cn(struct bufferevent *bev, char *buf, size_t cap);
+/* Why TLS failed on bev (takes the OpenSSL errors queued on it): 0 and the
+ * reason in buf — an alert the other side sent in Go's words, as etcd logs
+ * it ("remote error: tls: bad certificate"), else OpenSSL's reason — or
+ * MS_ENOTFOUND (a plain connection, or no TLS error). */
+int ms_tls_bev_error(struct bufferevent *bev, char *buf, size_t cap);
 
 /* Blocking TLS over a connected blocking socket, for the start-up path that
  * runs before the loop (a joining member's request to a running member).

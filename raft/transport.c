@@ -417,11 +417,17 @@ static void peer_event_cb(struct bufferevent *bev, short what, void *arg)
 		        p->ports[p->cur_url]);
 		return;
 	}
+	char tls_why[160];
+	bool tls_err = ms_tls_bev_error(bev, tls_why, sizeof tls_why) == 0;
 	if (p->connected)
 		MS_WARN(LOG_PKG, "lost the connection to peer %llx (%s)", (unsigned long long)p->id,
-		        (what & BEV_EVENT_EOF)       ? "closed by peer"
+		        tls_err                      ? tls_why
+		        : (what & BEV_EVENT_EOF)     ? "closed by peer"
 		        : (what & BEV_EVENT_TIMEOUT) ? "write timeout"
 		                                     : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	else if (tls_err) /* a refused certificate: the operator must see it */
+		MS_WARN(LOG_PKG, "failed to dial peer %llx at %s:%s: %s", (unsigned long long)p->id,
+		        p->hosts[p->cur_url], p->ports[p->cur_url], tls_why);
 	else
 		MS_DEBUG(LOG_PKG, "failed to dial peer %llx at %s:%s", (unsigned long long)p->id, p->hosts[p->cur_url],
 		         p->ports[p->cur_url]);
@@ -894,6 +900,9 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	else if (what & BEV_EVENT_TIMEOUT)
 		MS_WARN(LOG_PKG, "closing a snapshot stream from peer %llx: no progress in %d s",
 		        (unsigned long long)c->from, SNAP_STALL_S);
+	char tls_why[160]; /* a dialer that refused our certificate says so with an alert */
+	if ((what & BEV_EVENT_ERROR) && ms_tls_bev_error(bev, tls_why, sizeof tls_why) == 0)
+		MS_WARN(LOG_PKG, "closed an incoming peer connection: %s", tls_why);
 	conn_close(c);
 }
 

@@ -64,7 +64,8 @@ if [ "${1:-}" = --one ]; then
 		>"$LOGS/$name.log" 2>&1
 	rc=$?
 	secs=$(($(date +%s) - start))
-	if [ $rc -eq 0 ] && grep -q "^--- PASS: $name " "$LOGS/$name.log"; then
+	# the PASS line may follow a process's output without a newline (GetFormat's protobuf)
+	if [ $rc -eq 0 ] && grep -aq -- "--- PASS: $name " "$LOGS/$name.log" && ! grep -aq -- "--- FAIL: " "$LOGS/$name.log"; then
 		st=PASS
 	elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
 		st=TIMEOUT
